@@ -1,0 +1,51 @@
+"""signout: a real logout for JWT-based web apps (ASGI and WSGI middleware)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .asgi import CLAIMS_KEY, SignOutMiddleware
+from .errors import (
+    BadSignature,
+    ConfigError,
+    DisallowedAlgorithm,
+    ExpiredToken,
+    ImmatureToken,
+    InvalidClaim,
+    MalformedToken,
+    SignOutError,
+    StoreError,
+    TokenError,
+)
+from .revoker import Revoker
+from .stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from .stores.redis import RedisStore
+
+__all__ = [
+    "CLAIMS_KEY",
+    "BadSignature",
+    "ConfigError",
+    "DisallowedAlgorithm",
+    "ExpiredToken",
+    "ImmatureToken",
+    "InvalidClaim",
+    "MalformedToken",
+    "MemoryStore",
+    "RedisStore",
+    "Revoker",
+    "SignOutError",
+    "SignOutMiddleware",
+    "StoreError",
+    "TokenError",
+]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    if name == "RedisStore":
+        from .stores.redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(name)

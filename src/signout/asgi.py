@@ -1,0 +1,127 @@
+"""``SignOutMiddleware``: signout for ASGI apps (Starlette, FastAPI, Litestar, Django).
+
+Pure ASGI: no Request or Response objects on the hot path; the guard reads
+``scope["headers"]`` and passes the untouched ``receive``/``send`` to the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .config import build_settings
+from .core import Commit, Engine, Fetch, Pass, Respond, Step
+from .errors import ConfigError, StoreError
+from .http import Answer, Request
+from .revoker import Revoker
+from .stores.base import AsyncStore
+from .stores.resolve import resolve_store
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("signout")
+
+#: The scope key under which the verified claims of the request's token are placed.
+CLAIMS_KEY = "signout.claims"
+
+
+class SignOutMiddleware:
+    """Logout routes and a revocation guard for an ASGI app; kwargs in SPEC section 2."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        redis_url: str | None = None,
+        redis: Any = None,
+        store: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        settings = build_settings(**_known(kwargs))
+        chosen = resolve_store(redis_url=redis_url, redis=redis, store=store, timeout=settings.store_timeout)
+        if not isinstance(chosen, AsyncStore):
+            raise ConfigError("store", "an ASGI app needs a store with async fetch() and write()")
+        self.app = app
+        self.store: AsyncStore = chosen
+        self.engine = Engine(settings)
+        self._timeout = settings.store_timeout
+        #: Revoke tokens, sessions and users from app code, on this middleware's store.
+        self.revoker = Revoker(self.engine, chosen)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        request = Request(
+            kind=kind,
+            method=scope.get("method", "GET"),
+            path=scope.get("path", ""),
+            query=scope.get("query_string", b""),
+            headers=scope.get("headers", ()),
+        )
+        step = await self._drive(self.engine.start(request))
+        if isinstance(step, Pass):
+            if step.token is not None:
+                scope[CLAIMS_KEY] = step.token.claims
+            await self.app(scope, receive, send)
+        elif kind == "http":
+            await _send_http(step.answer, send)
+        else:
+            await _refuse_websocket(step.answer, scope, send)
+
+    async def _drive(self, step: Step) -> Pass | Respond:
+        """Do the store I/O each step asks for; everything else is the engine's."""
+        while True:
+            if isinstance(step, Fetch):
+                try:
+                    rows = await asyncio.wait_for(self.store.fetch(step.lookups, step.now), self._timeout)
+                except (StoreError, asyncio.TimeoutError) as exc:
+                    log.warning("signout: revocation check failed: %s", exc or type(exc).__name__)
+                    step = step.resume(None)
+                else:
+                    step = step.resume(rows)
+            elif isinstance(step, Commit):
+                try:
+                    await asyncio.wait_for(self.store.write(step.writes, step.now), self._timeout)
+                except (StoreError, asyncio.TimeoutError) as exc:
+                    log.error("signout: revocation NOT recorded: %s", exc or type(exc).__name__)
+                    step = step.resume(False)
+                else:
+                    step = step.resume(True)
+            else:
+                return step
+
+
+def _known(kwargs: dict[str, Any]) -> dict[str, Any]:
+    import inspect
+
+    allowed = set(inspect.signature(build_settings).parameters)
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ConfigError(
+            unknown[0],
+            f"is not a signout option; known options: {', '.join(sorted(allowed | {'redis_url', 'redis', 'store'}))}",
+        )
+    return kwargs
+
+
+async def _send_http(answer: Answer, send: Send) -> None:
+    await send({"type": "http.response.start", "status": answer.status, "headers": list(answer.headers)})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+async def _refuse_websocket(answer: Answer, scope: Scope, send: Send) -> None:
+    # Refuse before accept. With the ASGI "websocket.http.response" extension
+    # the client gets our real 401/503; without it the server answers 403.
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": answer.status, "headers": list(answer.headers)})
+        await send({"type": "websocket.http.response.body", "body": answer.body})
+    else:
+        await send({"type": "websocket.close", "code": 1008 if answer.status == 401 else 1011})

@@ -1,0 +1,243 @@
+"""Constructor kwargs: validated and precomputed once, shared by both adapters.
+
+Every kwarg is checked here and a ``ConfigError`` names the one that is wrong,
+so a typo fails at start-up instead of on the first logout.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .http import deletion_cookie
+from .http import origin_of as _origin
+from .keys import parse_algorithms, parse_keys
+from .tokens import Verifier
+
+Clock = Callable[[], float]
+
+# RFC 6265 section 4.1.1: a cookie name is an RFC 2616 token.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:\-/]{1,64}$")
+# Clear-Site-Data directives (W3C Clear Site Data, section 3.1).
+_CLEAR_SITE_DATA = frozenset(
+    {"cache", "cookies", "storage", "executionContexts", "clientHints", "prefetchCache", "prerenderCache", "*"}
+)
+_DEFAULT_LIFETIME = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    verifier: Verifier
+    key_prefix: str
+    logout_path: str | None
+    logout_all_path: str | None
+    refresh_cookie: str
+    refresh_cookie_path: str
+    access_cookie: str | None
+    on_invalid_token: str
+    on_store_error: str
+    store_timeout: float
+    retry_after: int
+    exclude_paths: tuple[str, ...]
+    allowed_redirects: frozenset[str]
+    allowed_origins: frozenset[str]
+    clear_site_data: bytes | None
+    max_token_lifetime: int
+    leeway: int
+    clock: Clock
+    # Precomputed deletion Set-Cookie values.
+    delete_refresh: bytes
+    delete_access: bytes | None
+
+
+def _seconds(kwarg: str, value: object, *, minimum: float, integral: bool = False) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(kwarg, f"must be a number of seconds or a timedelta, not {type(value).__name__}")
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(kwarg, f"must be at least {minimum} seconds and finite")
+    return float(int(value)) if integral else float(value)
+
+
+def _choice(kwarg: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(kwarg, f"must be one of {', '.join(map(repr, choices))}, not {value!r}")
+    return str(value)
+
+
+def _path(kwarg: str, value: object, *, optional: bool) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or any(c in value for c in "?#; \r\n\t\0"):
+        raise ConfigError(kwarg, f"must be an absolute path such as '/auth/logout', not {value!r}")
+    return value
+
+
+def _cookie_name(kwarg: str, value: object) -> str:
+    if not isinstance(value, str) or not _TOKEN.match(value):
+        raise ConfigError(kwarg, f"{value!r} is not a valid cookie name (RFC 6265 section 4.1.1)")
+    return value
+
+
+def _redirects(value: object) -> tuple[frozenset[str], frozenset[str]]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError("allowed_redirects", "must be a list of absolute URLs or origins")
+    urls: set[str] = set()
+    origins: set[str] = set()
+    for item in value:
+        if not isinstance(item, str) or _origin(item) is None:
+            raise ConfigError("allowed_redirects", f"{item!r} is not an absolute http(s) URL or origin")
+        parts = urlsplit(item)
+        if parts.path in ("", "/") and not parts.query and not parts.fragment:
+            origins.add(_origin(item) or "")
+        else:
+            urls.add(item)
+    return frozenset(urls), frozenset(origins)
+
+
+def _clear_site_data(value: object) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError("clear_site_data", "must be a list such as ('cookies', 'storage')")
+    items = list(value)
+    bad = [v for v in items if v not in _CLEAR_SITE_DATA]
+    if bad or not items:
+        raise ConfigError("clear_site_data", f"use directives from {sorted(_CLEAR_SITE_DATA)}, got {bad or items}")
+    return ", ".join(f'"{v}"' for v in items).encode("ascii")
+
+
+def build_settings(
+    *,
+    key: object,
+    algorithms: object = ("HS256",),
+    audience: str | Iterable[str] | None = None,
+    issuer: str | Iterable[str] | None = None,
+    leeway: float | timedelta = 30,
+    key_prefix: str = "signout",
+    logout_path: str | None = "/auth/logout",
+    logout_all_path: str | None = "/auth/logout-all",
+    refresh_cookie: str = "refresh_token",
+    refresh_cookie_path: str = "/auth/refresh",
+    cookie_domain: str | None = None,
+    cookie_secure: bool = True,
+    cookie_samesite: str = "strict",
+    access_cookie: str | None = None,
+    access_cookie_path: str = "/",
+    max_token_lifetime: float | timedelta = _DEFAULT_LIFETIME,
+    required_claims: Iterable[str] = ("exp",),
+    on_invalid_token: str = "reject",  # noqa: S107 - a mode, not a password
+    on_store_error: str = "reject",
+    store_timeout: float = 0.25,
+    retry_after: int = 5,
+    exclude_paths: Iterable[str] = (),
+    allowed_redirects: Iterable[str] = (),
+    clear_site_data: Iterable[str] | None = None,
+    clock: Clock | None = None,
+) -> Settings:
+    """Validate every kwarg; raise ``ConfigError`` naming the first bad one."""
+    algs = parse_algorithms(algorithms)
+    keys = parse_keys(key, algs)
+    claim_checks: tuple[tuple[str, object], ...] = (("audience", audience), ("issuer", issuer))
+    for name, value in claim_checks:
+        listed = value is not None and not isinstance(value, str)
+        if listed and (not isinstance(value, Iterable) or not all(isinstance(v, str) and v for v in value)):
+            raise ConfigError(name, "must be a string or a list of strings")
+        if value == "":
+            raise ConfigError(name, "may not be empty; use None to skip the check")
+    leeway_s = int(_seconds("leeway", leeway, minimum=0, integral=True))
+    lifetime = int(_seconds("max_token_lifetime", max_token_lifetime, minimum=60, integral=True))
+    if not isinstance(key_prefix, str) or not _PREFIX.match(key_prefix):
+        raise ConfigError("key_prefix", "must be 1-64 characters of letters, digits and _ . : - / (no braces)")
+    logout = _path("logout_path", logout_path, optional=True)
+    logout_all = _path("logout_all_path", logout_all_path, optional=True)
+    if logout is not None and logout == logout_all:
+        raise ConfigError("logout_all_path", "must differ from logout_path")
+    refresh_name = _cookie_name("refresh_cookie", refresh_cookie)
+    refresh_path = _path("refresh_cookie_path", refresh_cookie_path, optional=False) or "/"
+    access_path = _path("access_cookie_path", access_cookie_path, optional=False) or "/"
+    access_name = None if access_cookie is None else _cookie_name("access_cookie", access_cookie)
+    if access_name is not None and access_name == refresh_name and access_path == refresh_path:
+        raise ConfigError("access_cookie", "must differ from refresh_cookie (or live on another path)")
+    if cookie_domain is not None and (
+        not isinstance(cookie_domain, str) or not cookie_domain or not re.match(r"^\.?[A-Za-z0-9.\-]+$", cookie_domain)
+    ):
+        raise ConfigError("cookie_domain", f"{cookie_domain!r} is not a domain name")
+    if not isinstance(cookie_secure, bool):
+        raise ConfigError("cookie_secure", "must be True or False")
+    samesite = _choice("cookie_samesite", str(cookie_samesite).lower(), ("strict", "lax", "none"))
+    if samesite == "none" and not cookie_secure:
+        raise ConfigError(
+            "cookie_samesite", "'none' needs cookie_secure=True; browsers drop SameSite=None cookies without Secure"
+        )
+    for cookie_name in (refresh_name, access_name):
+        # Cookie prefixes (RFC 6265bis section 4.1.3): the browser refuses a
+        # deletion that breaks their rules, so the cookie would survive logout.
+        if cookie_name is None:
+            continue
+        if cookie_name.startswith("__Secure-") and not cookie_secure:
+            raise ConfigError("cookie_secure", f"{cookie_name} is a __Secure- cookie; it needs cookie_secure=True")
+        if cookie_name.startswith("__Host-"):
+            path = refresh_path if cookie_name == refresh_name else access_path
+            if not cookie_secure or cookie_domain is not None or path != "/":
+                raise ConfigError(
+                    "refresh_cookie" if cookie_name == refresh_name else "access_cookie",
+                    f"{cookie_name} is a __Host- cookie: it needs Path=/, no Domain and Secure",
+                )
+    if isinstance(required_claims, str) or not isinstance(required_claims, Iterable):
+        raise ConfigError("required_claims", "must be a list of claim names")
+    required = tuple(required_claims)
+    if not all(isinstance(c, str) and c for c in required):
+        raise ConfigError("required_claims", "must be a list of claim names")
+    invalid = _choice("on_invalid_token", on_invalid_token, ("reject", "pass"))
+    store_error = _choice("on_store_error", on_store_error, ("reject", "allow"))
+    timeout = _seconds("store_timeout", store_timeout, minimum=0.001)
+    if timeout > 30:
+        raise ConfigError("store_timeout", "must be at most 30 seconds; the guard waits this long on every request")
+    retry = int(_seconds("retry_after", retry_after, minimum=0, integral=True))
+    if isinstance(exclude_paths, str) or not isinstance(exclude_paths, Iterable):
+        raise ConfigError("exclude_paths", "must be a list of path prefixes such as ['/health']")
+    excluded = tuple(_path("exclude_paths", p, optional=False) or "/" for p in exclude_paths)
+    redirect_urls, redirect_origins = _redirects(allowed_redirects)
+    if clock is not None and not callable(clock):
+        raise ConfigError("clock", "must be a callable returning seconds since the epoch")
+    verifier = Verifier(
+        keys=keys,
+        algorithms=algs,
+        audience=audience if isinstance(audience, (str, type(None))) else tuple(audience),
+        issuer=issuer if isinstance(issuer, (str, type(None))) else tuple(issuer),
+        leeway=leeway_s,
+        max_lifetime=lifetime,
+        required=required,
+    )
+    cookie: dict[str, Any] = {"domain": cookie_domain, "secure": cookie_secure, "samesite": samesite}
+    return Settings(
+        verifier=verifier,
+        key_prefix=key_prefix,
+        logout_path=logout,
+        logout_all_path=logout_all,
+        refresh_cookie=refresh_name,
+        refresh_cookie_path=refresh_path,
+        access_cookie=access_name,
+        on_invalid_token=invalid,
+        on_store_error=store_error,
+        store_timeout=timeout,
+        retry_after=retry,
+        exclude_paths=excluded,
+        allowed_redirects=redirect_urls,
+        allowed_origins=redirect_origins,
+        clear_site_data=_clear_site_data(clear_site_data),
+        max_token_lifetime=lifetime,
+        leeway=leeway_s,
+        clock=clock or time.time,
+        delete_refresh=deletion_cookie(refresh_name, path=refresh_path, **cookie),
+        delete_access=None if access_name is None else deletion_cookie(access_name, path=access_path, **cookie),
+    )

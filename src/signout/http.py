@@ -1,0 +1,150 @@
+"""HTTP facts in, HTTP answers out: parsing and building, no I/O.
+
+Everything here takes raw bytes as an ASGI server or a WSGI environ gives
+them and never raises on bad input: a header that cannot be read is treated
+as absent or as an invalid token, never as a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+_JSON = (b"content-type", b"application/json")
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The facts about one request that signout decides on."""
+
+    kind: str  # "http" or "websocket"
+    method: str
+    path: str
+    query: bytes
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A complete HTTP answer, ready to send."""
+
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes = b""
+    data: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+def answer(status: int, data: dict[str, str], *extra: tuple[bytes, bytes]) -> Answer:
+    body = json.dumps(data, separators=(",", ":")).encode()
+    headers = (_JSON, (b"content-length", str(len(body)).encode()), _NO_STORE, *extra)
+    return Answer(status=status, headers=headers, body=body, data=data)
+
+
+def with_headers(base: Answer, extra: Iterable[tuple[bytes, bytes]]) -> Answer:
+    more = tuple(extra)
+    if not more:
+        return base
+    return Answer(status=base.status, headers=base.headers + more, body=base.body, data=base.data)
+
+
+def header_values(headers: Headers, name: bytes) -> list[bytes]:
+    """All values of one header; ``name`` in lower case (ASGI lower-cases names)."""
+    return [v for k, v in headers if k == name]
+
+
+class BadAuthorization(Exception):
+    """The Authorization header claims to be Bearer but is not usable."""
+
+
+def bearer_token(headers: Headers) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (RFC 6750 section 2.1).
+
+    ``None`` when there is no Authorization header or it uses another scheme
+    (Basic is not ours to judge). Raises ``BadAuthorization`` for a Bearer
+    header without a usable token, or for several Authorization headers,
+    which a proxy and an app might read differently.
+    """
+    values = header_values(headers, b"authorization")
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadAuthorization()
+    scheme, _, rest = values[0].strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    token = rest.strip()
+    if not token or b" " in token:
+        raise BadAuthorization()
+    return token.decode("latin-1")
+
+
+def cookies(headers: Headers, name: str) -> list[str]:
+    """Every value of cookie ``name``, duplicates included, in header order.
+
+    Browsers send one cookie per (name, domain, path) they hold, so a name can
+    appear several times (RFC 6265 section 5.4); each one must be checked.
+    """
+    wanted = name.encode("latin-1")
+    found: list[str] = []
+    for value in header_values(headers, b"cookie"):
+        if wanted not in value:
+            continue
+        for pair in value.split(b";"):
+            key, sep, val = pair.partition(b"=")
+            if sep and key.strip() == wanted:
+                val = val.strip()
+                if len(val) >= 2 and val[:1] == b'"' and val[-1:] == b'"':
+                    val = val[1:-1]
+                found.append(val.decode("latin-1"))
+    return found
+
+
+def query_param(query: bytes, name: str) -> list[str]:
+    try:
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, max_num_fields=64)
+    except ValueError:
+        return []
+    return [v for k, v in pairs if k == name]
+
+
+def path_matches(path: str, prefix: str) -> bool:
+    """RFC 6265 section 5.1.4 path-match: ``/a`` covers ``/a`` and ``/a/b``, not ``/ab``."""
+    if path == prefix:
+        return True
+    if not path.startswith(prefix):
+        return False
+    return prefix.endswith("/") or path[len(prefix)] == "/"
+
+
+def deletion_cookie(name: str, *, path: str, domain: str | None, secure: bool, samesite: str) -> bytes:
+    """A ``Set-Cookie`` that deletes a cookie: same name, path and domain (RFC 6265 section 5.3 step 11)."""
+    parts = [f'{name}=""']
+    if domain is not None:
+        parts.append(f"Domain={domain}")
+    parts += [f"Path={path}", "Max-Age=0", "Expires=Thu, 01 Jan 1970 00:00:00 GMT", "HttpOnly"]
+    if secure:
+        parts.append("Secure")
+    parts.append(f"SameSite={samesite.capitalize()}")
+    return "; ".join(parts).encode("latin-1")
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of an absolute http(s) URL, lower-cased; else ``None``.
+
+    URLs with credentials, backslashes or control characters have no origin
+    here: browsers and servers disagree on how to read them (open redirects).
+    """
+    if any(c in url for c in "\\\r\n\t\0"):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}".lower()

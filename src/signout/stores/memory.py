@@ -1,0 +1,85 @@
+"""The embedded, single-process store: the default when no Redis is given."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from .. import layout
+from ..layout import Lookup, Write
+from .base import Value
+
+log = logging.getLogger("signout")
+_warned = False
+
+
+class MemoryStore:
+    """Revocations in a dict, with the same bucket semantics as ``RedisStore``.
+
+    Only this process sees them: another worker, another instance or a restart
+    does not. Fine for development, tests and single-process apps.
+    """
+
+    def __init__(self) -> None:
+        global _warned
+        if not _warned:
+            _warned = True
+            log.warning(
+                "signout: using MemoryStore; revocations are seen by this process only "
+                "and are lost on restart. Pass redis_url= for anything with more than one worker."
+            )
+        self._buckets: dict[str, tuple[float, dict[bytes, bytes]]] = {}
+        self._lock = threading.Lock()
+        self._writes = 0
+
+    def fetch_sync(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
+        out: list[list[Value]] = []
+        with self._lock:
+            for lookup in lookups:
+                entry = self._buckets.get(lookup.key)
+                if entry is not None and entry[0] <= now:
+                    del self._buckets[lookup.key]
+                    entry = None
+                fields = {} if entry is None else entry[1]
+                out.append([fields.get(f) for f in lookup.fields])
+        return out
+
+    def write_sync(self, writes: Sequence[Write], now: float) -> None:
+        with self._lock:
+            for w in writes:
+                entry = self._buckets.get(w.key)
+                fields = {} if entry is None or entry[0] <= now else entry[1]
+                for name, value in w.fields:
+                    fields[name] = layout.merge(fields.get(name), value)
+                self._keep(w.key, fields, now)
+            self._writes += 1
+            if self._writes % 1024 == 0:
+                self._sweep(now)
+
+    async def fetch(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
+        return self.fetch_sync(lookups, now)
+
+    async def write(self, writes: Sequence[Write], now: float) -> None:
+        self.write_sync(writes, now)
+
+    def _keep(self, key: str, fields: dict[bytes, bytes], now: float) -> None:
+        """Drop expired fields; the bucket lives as long as its latest field."""
+        latest = 0
+        for name in list(fields):
+            parsed = layout.parse(fields[name])
+            if parsed is None or parsed[1] <= now:
+                del fields[name]
+            else:
+                latest = max(latest, parsed[1])
+        if fields:
+            self._buckets[key] = (float(latest), fields)
+        else:
+            self._buckets.pop(key, None)
+
+    def _sweep(self, now: float) -> None:
+        for key in [k for k, (expires, _) in self._buckets.items() if expires <= now]:
+            del self._buckets[key]
+
+    def __len__(self) -> int:
+        return len(self._buckets)

@@ -1,0 +1,215 @@
+"""Revocations in Redis: one hash per user, read with one ``HMGET``.
+
+The key layout is in ``signout.layout``. Writes go through ``MERGE_SCRIPT``, so
+merging a field, pruning the expired ones and setting the key's TTL happen
+atomically; a hash field has no TTL of its own before Redis 7.4.
+
+An asyncio connection belongs to the event loop that opened it, so async
+clients are kept per loop (SPEC section 5): a URL or a factory makes one per
+loop; a client you pass is used on the loop that first uses it, and a plain
+``redis.asyncio.Redis`` is cloned (same pool settings) for any other loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+import redis
+import redis.asyncio as aredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..errors import ConfigError, StoreError
+from ..layout import Lookup, Write
+from .base import Value
+
+MERGE_SCRIPT = """
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local function parse(v)
+  local a, b = string.match(v, '^(%-?%d+):(%-?%d+)$')
+  if a then return tonumber(a), tonumber(b) end
+  local e = tonumber(v)
+  return e, e
+end
+for i = 2, #ARGV, 2 do
+  local f, v = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', key, f)
+  if old then
+    local oa, ob = parse(old)
+    local na, nb = parse(v)
+    if oa and na then
+      if string.find(v, ':', 1, true) then
+        v = string.format('%d:%d', math.max(oa, na), math.max(ob, nb))
+      else
+        v = string.format('%d', math.max(ob, nb))
+      end
+    end
+  end
+  redis.call('HSET', key, f, v)
+end
+local all = redis.call('HGETALL', key)
+local latest = 0
+for i = 1, #all, 2 do
+  local _, e = parse(all[i + 1])
+  if not e or e <= now then
+    redis.call('HDEL', key, all[i])
+  elseif e > latest then
+    latest = e
+  end
+end
+if latest > now then
+  redis.call('EXPIRE', key, latest - now + 1)
+end
+return latest
+"""
+
+AsyncClient = Union["aredis.Redis", "aredis.RedisCluster"]
+SyncClient = Union["redis.Redis", "redis.RedisCluster"]
+_FAILURES = (redis.RedisError, OSError, asyncio.TimeoutError)
+
+
+class RedisStore:
+    """A Redis revocation store.
+
+    ``source`` is a URL (``redis://``, ``rediss://``, ``unix://``), a client
+    (``redis.asyncio.Redis``, ``redis.asyncio.RedisCluster``, a Sentinel
+    ``master_for(...)`` client, or their sync twins for WSGI), or a
+    zero-argument factory returning an asyncio client (called once per loop).
+    """
+
+    def __init__(
+        self, source: str | AsyncClient | SyncClient | Callable[[], AsyncClient], *, timeout: float = 0.25
+    ) -> None:
+        self._url: str | None = None
+        self._factory: Callable[[], AsyncClient] | None = None
+        self._given: AsyncClient | None = None
+        self._given_loop: asyncio.AbstractEventLoop | None = None
+        self._sync: SyncClient | None = None
+        self._timeout = timeout
+        if isinstance(source, str):
+            if not source.startswith(("redis://", "rediss://", "unix://")):
+                raise ConfigError("redis_url", "must start with redis://, rediss:// or unix://")
+            self._url = source
+        elif isinstance(source, (aredis.Redis, aredis.RedisCluster)):
+            self._given = source
+        elif isinstance(source, (redis.Redis, redis.RedisCluster)):
+            self._sync = source
+        elif callable(source):
+            self._factory = source
+        else:
+            raise ConfigError("redis", f"expected a Redis URL, client or factory, not {type(source).__name__}")
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = weakref.WeakKeyDictionary()
+
+    # ---- clients -------------------------------------------------------
+
+    def _options(self) -> dict[str, Any]:
+        # One quick retry reconnects a connection the server dropped (restart,
+        # failover); the adapter's store_timeout bounds the whole call anyway.
+        return {
+            "socket_timeout": self._timeout,
+            "socket_connect_timeout": self._timeout,
+            "retry": Retry(NoBackoff(), 1),
+        }
+
+    def _client(self) -> AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._per_loop.get(loop)
+        if client is not None:
+            return client
+        if self._given is not None:
+            if self._given_loop is None or self._given_loop is loop or self._given_loop.is_closed():
+                self._given_loop = loop
+                return self._given
+            client = _clone(self._given)
+        elif self._factory is not None:
+            client = self._factory()
+        elif self._url is not None:
+            client = aredis.Redis.from_url(self._url, **self._options())
+        else:
+            raise StoreError("this RedisStore holds a sync client; give an asyncio client for ASGI")
+        self._per_loop[loop] = client
+        return client
+
+    def _sync_client(self) -> SyncClient:
+        if self._sync is None:
+            if self._url is None:
+                raise StoreError("this RedisStore holds an asyncio client; give a sync client or a URL for WSGI")
+            self._sync = redis.Redis.from_url(self._url, **self._options())
+        return self._sync
+
+    # ---- async ---------------------------------------------------------
+
+    async def fetch(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
+        try:
+            client = self._client()
+            if len(lookups) == 1:
+                row = await client.execute_command("HMGET", lookups[0].key, *lookups[0].fields)
+                return [list(row)]
+            pipe = client.pipeline(transaction=False)
+            for lookup in lookups:
+                pipe.execute_command("HMGET", lookup.key, *lookup.fields)
+            return [list(r) for r in await pipe.execute()]
+        except _FAILURES as exc:
+            raise StoreError(f"redis read failed: {type(exc).__name__}") from exc
+
+    async def write(self, writes: Sequence[Write], now: float) -> None:
+        try:
+            client = self._client()
+            pipe = client.pipeline(transaction=False)
+            for w in writes:
+                pipe.eval(MERGE_SCRIPT, 1, w.key, *_args(w, now))
+            await pipe.execute()
+        except _FAILURES as exc:
+            raise StoreError(f"redis write failed: {type(exc).__name__}") from exc
+
+    # ---- sync ----------------------------------------------------------
+
+    def fetch_sync(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
+        try:
+            pipe = self._sync_client().pipeline(transaction=False)
+            for lookup in lookups:
+                pipe.execute_command("HMGET", lookup.key, *lookup.fields)
+            return [list(r) for r in pipe.execute()]
+        except _FAILURES as exc:
+            raise StoreError(f"redis read failed: {type(exc).__name__}") from exc
+
+    def write_sync(self, writes: Sequence[Write], now: float) -> None:
+        try:
+            pipe = self._sync_client().pipeline(transaction=False)
+            for w in writes:
+                pipe.eval(MERGE_SCRIPT, 1, w.key, *_args(w, now))
+            pipe.execute()
+        except _FAILURES as exc:
+            raise StoreError(f"redis write failed: {type(exc).__name__}") from exc
+
+    async def aclose(self) -> None:
+        """Close the clients this store opened (not one you passed in)."""
+        loop = asyncio.get_running_loop()
+        client = self._per_loop.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+
+def _args(write: Write, now: float) -> list[bytes | int]:
+    args: list[bytes | int] = [int(now)]
+    for name, value in write.fields:
+        args += [name, value]
+    return args
+
+
+def _clone(client: AsyncClient) -> AsyncClient:
+    """The same server and settings, with a pool of this loop's own."""
+    if type(client) is aredis.Redis and type(client.connection_pool) is aredis.ConnectionPool:
+        pool = client.connection_pool
+        fresh = aredis.ConnectionPool(
+            connection_class=pool.connection_class, max_connections=pool.max_connections, **pool.connection_kwargs
+        )
+        return aredis.Redis(connection_pool=fresh)
+    raise StoreError(
+        "this Redis client belongs to another event loop; pass redis_url= or a factory "
+        "(lambda: RedisCluster(...)) so each loop gets its own connections"
+    )

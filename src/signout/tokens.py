@@ -1,0 +1,196 @@
+"""Token verification over PyJWT, with the clock as a parameter.
+
+PyJWT reads the wall clock inside its checks; signout passes ``now`` in, so
+expiry is tested without sleeping. PyJWT still does what needs no clock
+(signature, ``aud``, ``iss``, claim types); the time claims are checked here.
+Never take the algorithm from the token: it is only used to pick, among the
+pinned algorithms, which prepared key to try.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import jwt
+
+from .errors import (
+    BadSignature,
+    DisallowedAlgorithm,
+    ExpiredToken,
+    ImmatureToken,
+    InvalidClaim,
+    MalformedToken,
+    TokenError,
+)
+from .keys import VerificationKey
+
+# A JWT is three base64url segments; anything longer than this is refused
+# before any parsing, so a 64 KB header costs nothing.
+MAX_TOKEN_CHARS = 16384
+_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+class Source(Enum):
+    """Where a token came from; decides CSRF rules and which cookie to clear."""
+
+    HEADER = "header"
+    ACCESS_COOKIE = "access_cookie"
+    REFRESH_COOKIE = "refresh_cookie"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A verified token: the claims, and the ids signout keys revocations by."""
+
+    source: Source
+    claims: Mapping[str, Any]
+    iss: str
+    sub: str | None
+    sid: str | None
+    jti: str | None
+    iat: float | None
+    exp: float
+
+
+class Verifier:
+    """Verifies JWTs against pinned keys and algorithms."""
+
+    def __init__(
+        self,
+        *,
+        keys: Sequence[VerificationKey],
+        algorithms: Sequence[str],
+        audience: str | Sequence[str] | None,
+        issuer: str | Sequence[str] | None,
+        leeway: float,
+        max_lifetime: float,
+        required: Sequence[str] = ("exp",),
+    ) -> None:
+        self._keys = tuple(keys)
+        self._algorithms = frozenset(algorithms)
+        self._audience = audience
+        self._issuer = issuer
+        self.leeway = leeway
+        self.max_lifetime = max_lifetime
+        self._required = tuple(required)
+        self._options: Any = {
+            "verify_signature": True,
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+            "verify_aud": audience is not None,
+            "verify_iss": issuer is not None,
+            "require": [c for c in required if c not in ("exp", "nbf", "iat")],
+        }
+
+    def verify(self, raw: str, source: Source, now: float) -> Token:
+        """Return the verified token or raise a ``TokenError``."""
+        if not raw or len(raw) > MAX_TOKEN_CHARS or raw.count(".") != 2:
+            raise MalformedToken()
+        if not _TOKEN_CHARS.issuperset(raw.encode("ascii", "replace")):
+            raise MalformedToken()
+        try:
+            header = jwt.get_unverified_header(raw)
+        except (jwt.InvalidTokenError, ValueError, TypeError, binascii.Error) as exc:
+            raise MalformedToken() from exc
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            raise DisallowedAlgorithm()
+        kid = header.get("kid")
+        candidates = [k for k in self._keys if alg in k.algorithms and (k.kid is None or kid is None or k.kid == kid)]
+        if not candidates:
+            raise BadSignature()
+        claims = self._decode(raw, alg, candidates)
+        return self._check(claims, source, now)
+
+    def _decode(self, raw: str, alg: str, candidates: Sequence[VerificationKey]) -> dict[str, Any]:
+        last: TokenError = BadSignature()
+        for candidate in candidates:
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    raw,
+                    key=candidate.key,
+                    algorithms=[alg],
+                    options=self._options,
+                    audience=self._audience,
+                    issuer=self._issuer,
+                )
+                return claims
+            except jwt.InvalidSignatureError as exc:
+                last = BadSignature()
+                last.__cause__ = exc
+            except jwt.MissingRequiredClaimError as exc:
+                raise InvalidClaim(exc.claim, "is missing") from exc
+            except jwt.InvalidAudienceError as exc:
+                raise InvalidClaim("aud") from exc
+            except jwt.InvalidIssuerError as exc:
+                raise InvalidClaim("iss") from exc
+            except jwt.exceptions.InvalidSubjectError as exc:
+                raise InvalidClaim("sub") from exc
+            except jwt.exceptions.InvalidJTIError as exc:
+                raise InvalidClaim("jti") from exc
+            except jwt.InvalidAlgorithmError as exc:
+                raise DisallowedAlgorithm() from exc
+            except (jwt.InvalidTokenError, ValueError, TypeError, KeyError, binascii.Error) as exc:
+                raise MalformedToken() from exc
+        raise last
+
+    def _check(self, claims: dict[str, Any], source: Source, now: float) -> Token:
+        leeway = self.leeway
+        exp = _number(claims, "exp")
+        if exp is None:
+            if "exp" in self._required:
+                raise InvalidClaim("exp", "is missing")
+            # Without exp, a revocation must outlive every token: cap at the max lifetime.
+            exp = now + self.max_lifetime
+        elif now > exp + leeway:
+            raise ExpiredToken()
+        elif exp - now > self.max_lifetime + leeway:
+            # Session and user revocations live max_token_lifetime; a token that
+            # outlives them would come back to life, so it is refused instead.
+            raise InvalidClaim("exp", "is further away than max_token_lifetime")
+        nbf = _number(claims, "nbf")
+        if nbf is not None and now + leeway < nbf:
+            raise ImmatureToken()
+        iat = _number(claims, "iat")
+        if iat is not None and iat > now + leeway:
+            raise ImmatureToken("Token was issued in the future")
+        if iat is not None and "exp" in claims and exp - iat > self.max_lifetime + leeway:
+            raise InvalidClaim("exp", "is further from iat than max_token_lifetime")
+        for claim in ("nbf", "iat"):
+            if claim in self._required and claims.get(claim) is None:
+                raise InvalidClaim(claim, "is missing")
+        return Token(
+            source=source,
+            claims=claims,
+            iss=_string(claims, "iss") or "",
+            sub=_string(claims, "sub"),
+            sid=_string(claims, "sid"),
+            jti=_string(claims, "jti"),
+            iat=iat,
+            exp=exp,
+        )
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    # bool is an int in Python, but ``"exp": true`` is not a NumericDate (RFC 7519 section 2).
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidClaim(name, "must be a number")
+    return float(value)
+
+
+def _string(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidClaim(name, "must be a non-empty string")
+    return value

@@ -1,0 +1,59 @@
+"""Small apps that signout wraps in the end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from signout import CLAIMS_KEY
+
+
+async def me(request: Request) -> JSONResponse:
+    claims = request.scope.get(CLAIMS_KEY)
+    auth = request.headers.get("authorization")
+    return JSONResponse({"claims": claims, "saw_authorization": auth is not None})
+
+
+async def ok(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+async def ws(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_json({"claims": websocket.scope.get(CLAIMS_KEY)})
+    await websocket.close()
+
+
+def starlette_app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/me", me, methods=["GET", "POST"]),
+            Route("/health", ok),
+            Route("/auth/refresh", me, methods=["POST"]),
+            Route("/auth/logout", ok, methods=["GET", "POST", "OPTIONS"]),
+            WebSocketRoute("/ws", ws),
+        ]
+    )
+
+
+class RawApp:
+    """A raw ASGI app: records the scopes it saw, answers 200."""
+
+    def __init__(self) -> None:
+        self.scopes: list[MutableMapping[str, Any]] = []
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        self.scopes.append(scope)
+        if scope["type"] == "lifespan":
+            message = await receive()
+            await send({"type": "lifespan.startup.complete"})
+            del message
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"raw ok"})

@@ -1,0 +1,180 @@
+"""Fixtures: a real redis-server per test session, token factories, store factories."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import redis
+
+SECRET = "test-secret-0123456789-abcdefghijklmnop"
+ISS = "https://issuer.test"
+NOW = 1_800_000_000.0  # a fixed "now" for tests that inject the clock
+
+TokenFactory = Callable[..., str]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server of our own on a free loopback port; nothing on disk."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+
+def _missing_redis(reason: str) -> None:
+    # Under CI a skipped real-Redis test is a failure: the suite must prove
+    # itself against a real server, not quietly fall back.
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"real Redis is required under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    try:
+        server = RedisServer().start()
+    except (FileNotFoundError, RuntimeError) as exc:
+        _missing_redis(f"cannot start redis-server: {exc}")
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    client = redis_server.client()
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer, redis_url: str) -> Iterator[redis.Redis]:
+    client = redis_server.client()
+    yield client
+    client.close()
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base: dict[str, Any] = {"iss": ISS, "sub": "alice", "sid": "s-1", "jti": "j-1", "iat": now, "exp": now + 600}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+@pytest.fixture
+def make_token() -> TokenFactory:
+    """``make_token(sub="bob", jti=None)``: an HS256 token; ``None`` drops a claim."""
+
+    def make(
+        key: str | bytes = SECRET, algorithm: str = "HS256", headers: dict[str, Any] | None = None, **kw: Any
+    ) -> str:
+        return jwt.encode(claims(**kw), key, algorithm=algorithm, headers=headers)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+class Backend:
+    """One kind of store, with a way to build it and to count what it holds."""
+
+    def __init__(self, name: str, make: Callable[[], Any], count: Callable[[], int], keys: Callable[[], list[bytes]]):
+        self.name = name
+        self.make = make
+        self.count = count
+        self.keys = keys
+
+
+def _redis_backend(name: str, make: Callable[[], Any], sync: redis.Redis) -> Backend:
+    def keys() -> list[bytes]:
+        return list(sync.scan_iter(match=b"*"))
+
+    def count() -> int:
+        return sum(int(sync.hlen(k)) for k in keys())
+
+    return Backend(name, make, count, keys)
+
+
+@pytest.fixture(params=["memory", "fakeredis", "redis"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """Every end-to-end test runs on each store: same cases, every variant."""
+    from signout import MemoryStore, RedisStore
+
+    if request.param == "memory":
+        holder: dict[str, MemoryStore] = {}
+
+        def make_memory() -> MemoryStore:
+            holder["store"] = MemoryStore()
+            return holder["store"]
+
+        def count_memory() -> int:
+            store = holder.get("store")
+            return 0 if store is None else sum(len(f) for _, f in store._buckets.values())
+
+        def keys_memory() -> list[bytes]:
+            store = holder.get("store")
+            return [] if store is None else [k.encode() for k in store._buckets]
+
+        yield Backend("memory", make_memory, count_memory, keys_memory)
+    elif request.param == "fakeredis":
+        import fakeredis
+
+        server = fakeredis.FakeServer()
+        sync = fakeredis.FakeRedis(server=server)
+        yield _redis_backend("fakeredis", lambda: RedisStore(lambda: fakeredis.FakeAsyncRedis(server=server)), sync)
+    else:
+        url = request.getfixturevalue("redis_url")
+        real = redis.Redis.from_url(url)
+        yield _redis_backend("redis", lambda: RedisStore(url), real)
+        real.close()
