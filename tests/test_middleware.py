@@ -251,3 +251,76 @@ def test_raw_asgi_app_and_lifespan_pass_through(backend: Backend, make_token: To
     assert raw.scopes[-1]["signout.claims"]["jti"] == "j-1"
     assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
     assert c.get("/anything", headers=bearer(token)).status_code == 401
+
+
+def _non_utf8_token() -> str:
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header, payload = b64(b'{"alg":"HS256","typ":"JWT"}'), b64(b"\xff\xfe\xfd")
+    signing_input = f"{header}.{payload}"
+    return f"{signing_input}.{b64(hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest())}"
+
+
+GARBAGE_AUTHORIZATION: list[bytes] = [
+    b"",
+    b"Bearer",
+    b"Bearer ",
+    b"Bearer a.b",
+    b"Bearer ..",
+    b"Bearer a..b",
+    b"Bearer " + b"A" * 65536,
+    b"Bearer " + b"a." * 20000,
+    b"Bearer \xff\xfe.\x00.\r",
+    b"Bearer " + _non_utf8_token().encode(),
+    b"Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.",
+    b"\xff\xff\xff",
+    b"Basic dXNlcjpwYXNz",
+]
+GARBAGE_COOKIES: list[bytes] = [
+    b"refresh_token",
+    b"refresh_token=",
+    b"=;;;=",
+    b"refresh_token=\xff\xfe",
+    b'refresh_token="',
+    b"refresh_token=a.b.c; refresh_token=; refresh_token=" + b"x" * 70000,
+    b"access_token=\x00; refresh_token=\r\n",
+]
+
+
+@pytest.mark.parametrize("value", GARBAGE_AUTHORIZATION, ids=[repr(v)[:24] for v in GARBAGE_AUTHORIZATION])
+@pytest.mark.parametrize(("method", "path"), [("GET", "/me"), ("POST", "/auth/logout"), ("POST", "/auth/refresh")])
+def test_garbage_authorization_never_500_and_revokes_nothing(
+    client: Client, backend: Backend, value: bytes, method: str, path: str
+) -> None:
+    c = client(access_cookie="access_token")
+    r = c.request(method, path, headers=[(b"authorization", value)])
+    assert r.status_code < 500
+    if r.status_code >= 400:
+        assert r.headers["content-type"] == "application/json"
+        assert r.json()["error"] == "invalid_token"
+    assert backend.count() == 0
+
+
+@pytest.mark.parametrize("value", GARBAGE_COOKIES, ids=[repr(v)[:24] for v in GARBAGE_COOKIES])
+@pytest.mark.parametrize(("method", "path"), [("GET", "/me"), ("POST", "/auth/logout"), ("POST", "/auth/refresh")])
+def test_garbage_cookies_never_500_and_revoke_nothing(
+    client: Client, backend: Backend, value: bytes, method: str, path: str
+) -> None:
+    c = client(access_cookie="access_token")
+    r = c.request(method, path, headers=[(b"cookie", value)])
+    assert r.status_code < 500
+    if r.status_code >= 400:
+        assert r.json()["error"] == "invalid_token"
+    assert backend.count() == 0
+
+
+def test_two_authorization_headers_are_refused(client: Client, make_token: TokenFactory) -> None:
+    token = make_token()
+    r = client().get("/me", headers=[("authorization", f"Bearer {token}"), ("authorization", f"Bearer {token}")])
+    assert r.status_code == 401
+    assert r.json()["message"] == "Authorization header is malformed"

@@ -69,7 +69,9 @@ return latest
 
 AsyncClient = Union["aredis.Redis", "aredis.RedisCluster"]
 SyncClient = Union["redis.Redis", "redis.RedisCluster"]
-_FAILURES = (redis.RedisError, OSError, asyncio.TimeoutError)
+# RuntimeError: asyncio's "Event loop is closed" and kin, from a connection
+# that outlived its loop; a store failure, never a 500.
+_FAILURES = (redis.RedisError, OSError, asyncio.TimeoutError, RuntimeError)
 
 
 class RedisStore:
@@ -120,8 +122,12 @@ class RedisStore:
         client = self._per_loop.get(loop)
         if client is not None:
             return client
+        # A client holds its loop (through its connections), so weak keys alone
+        # would never let go of a closed loop: drop those entries on a miss.
+        for stale in [old for old in self._per_loop if old.is_closed()]:
+            del self._per_loop[stale]
         if self._given is not None:
-            if self._given_loop is None or self._given_loop is loop or self._given_loop.is_closed():
+            if self._given_loop is None or self._given_loop is loop:
                 self._given_loop = loop
                 return self._given
             client = _clone(self._given)

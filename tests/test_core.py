@@ -1,0 +1,253 @@
+"""The sans-IO core, with tables of cases: no event loop, no socket, no store."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jwt
+import pytest
+
+from signout import layout
+from signout.config import build_settings
+from signout.core import Commit, Engine, Fetch, Pass, Respond, Step, revoked
+from signout.http import BadAuthorization, Request, bearer_token, cookies, deletion_cookie, origin_of, path_matches
+from signout.tokens import Source, Token
+
+from .conftest import ISS, NOW, SECRET
+
+
+def engine(**kwargs: Any) -> Engine:
+    return Engine(build_settings(key=SECRET, clock=lambda: NOW, **kwargs))
+
+
+def token(**overrides: Any) -> str:
+    claims: dict[str, Any] = {
+        "iss": ISS,
+        "sub": "alice",
+        "sid": "s",
+        "jti": "j",
+        "iat": int(NOW),
+        "exp": int(NOW) + 600,
+    }
+    claims.update(overrides)
+    return jwt.encode({k: v for k, v in claims.items() if v is not None}, SECRET, algorithm="HS256")
+
+
+def request(path: str = "/me", method: str = "GET", headers: list[tuple[bytes, bytes]] | None = None) -> Request:
+    return Request(kind="http", method=method, path=path, query=b"", headers=headers or [])
+
+
+def auth(raw: str) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", f"Bearer {raw}".encode())]
+
+
+# ---- routing: which step a request leads to --------------------------------
+
+ROUTES: list[tuple[str, Request, type[Step]]] = [
+    ("no token", request(), Pass),
+    ("valid bearer", request(headers=auth(token())), Fetch),
+    ("bad bearer", request(headers=auth("x.y.z")), Respond),
+    ("basic auth is not ours", request(headers=[(b"authorization", b"Basic YTpi")]), Pass),
+    ("bearer without token", request(headers=[(b"authorization", b"Bearer")]), Respond),
+    ("two authorization headers", request(headers=auth(token()) + auth(token())), Respond),
+    ("logout with a token", request("/auth/logout", "POST", auth(token())), Commit),
+    ("logout without a token", request("/auth/logout", "POST"), Respond),
+    ("logout with a bad token", request("/auth/logout", "POST", auth("x.y.z")), Respond),
+    ("GET logout", request("/auth/logout", "GET"), Respond),
+    ("OPTIONS logout goes to the guard", request("/auth/logout", "OPTIONS"), Pass),
+    (
+        "refresh cookie on its path",
+        request("/auth/refresh", "POST", [(b"cookie", f"refresh_token={token()}".encode())]),
+        Fetch,
+    ),
+    ("refresh cookie elsewhere", request("/me", headers=[(b"cookie", f"refresh_token={token()}".encode())]), Pass),
+    ("refresh cookie on a look-alike path", request("/auth/refreshx", headers=[(b"cookie", b"refresh_token=x")]), Pass),
+]
+
+
+@pytest.mark.parametrize(("name", "req", "kind"), ROUTES, ids=[r[0] for r in ROUTES])
+def test_routing_table(name: str, req: Request, kind: type[Step]) -> None:
+    assert type(engine().start(req)) is kind
+
+
+def test_guard_answers_from_store_rows() -> None:
+    step = engine().start(request(headers=auth(token())))
+    assert isinstance(step, Fetch)
+    (lookup,) = step.lookups
+    assert lookup.fields == (b"u", b"ss", b"jj")
+    assert isinstance(step.resume([[None, None, None]]), Pass)
+    dead = step.resume([[None, None, layout.expiry_value(int(NOW) + 10)]])
+    assert isinstance(dead, Respond) and dead.answer.status == 401
+    stale = step.resume([[None, None, layout.expiry_value(int(NOW) - 10)]])
+    assert isinstance(stale, Pass)
+
+
+@pytest.mark.parametrize(("mode", "status"), [("reject", 503), ("allow", 200)])
+def test_store_failure_follows_on_store_error(mode: str, status: int) -> None:
+    step = engine(on_store_error=mode).start(request(headers=auth(token())))
+    assert isinstance(step, Fetch)
+    after = step.resume(None)
+    if status == 503:
+        assert isinstance(after, Respond)
+        assert after.answer.status == 503
+        assert (b"retry-after", b"5") in after.answer.headers
+    else:
+        assert isinstance(after, Pass)
+
+
+def test_logout_write_failure_is_503_with_cookies_cleared() -> None:
+    step = engine().start(request("/auth/logout", "POST", auth(token())))
+    assert isinstance(step, Commit)
+    failed = step.resume(False)
+    assert isinstance(failed, Respond)
+    assert failed.answer.status == 503
+    assert any(k == b"set-cookie" for k, _ in failed.answer.headers)
+    done = step.resume(True)
+    assert isinstance(done, Respond) and done.answer.status == 200
+
+
+def test_logout_writes_jti_until_exp_plus_leeway_and_sid_for_the_max_lifetime() -> None:
+    step = engine(max_token_lifetime=3600, leeway=30).start(request("/auth/logout", "POST", auth(token())))
+    assert isinstance(step, Commit)
+    (write,) = step.writes
+    assert dict(write.fields) == {
+        b"jj": layout.expiry_value(int(NOW) + 600 + 30),
+        b"ss": layout.expiry_value(int(NOW) + 3600 + 30),
+    }
+
+
+# ---- revoked(): the rule of SPEC section 3 ----------------------------------
+
+
+def t(iat: float | None = NOW, sub: str | None = "alice", sid: str | None = "s", jti: str | None = "j") -> Token:
+    return Token(Source.HEADER, {}, ISS, sub, sid, jti, iat, NOW + 600)
+
+
+FAR = int(NOW) + 10_000
+REVOKED: list[tuple[str, Token, dict[bytes, bytes], bool]] = [
+    ("nothing stored", t(), {}, False),
+    ("jti denylisted", t(), {b"jj": layout.expiry_value(FAR)}, True),
+    ("jti entry expired", t(), {b"jj": layout.expiry_value(int(NOW) - 1)}, False),
+    ("other jti", t(jti="k"), {b"jj": layout.expiry_value(FAR)}, False),
+    ("sid logged out", t(), {b"ss": layout.expiry_value(FAR)}, True),
+    ("user cutoff after iat", t(iat=NOW - 5), {b"u": layout.cutoff_value(int(NOW), FAR)}, True),
+    ("user cutoff equal to iat", t(iat=NOW), {b"u": layout.cutoff_value(int(NOW), FAR)}, True),
+    ("user cutoff before iat", t(iat=NOW + 1), {b"u": layout.cutoff_value(int(NOW), FAR)}, False),
+    ("no iat, any cutoff", t(iat=None), {b"u": layout.cutoff_value(0, FAR)}, True),
+    ("cutoff record expired", t(iat=NOW - 5), {b"u": layout.cutoff_value(int(NOW), int(NOW) - 1)}, False),
+    ("no sub: cutoff ignored", t(sub=None), {b"u": layout.cutoff_value(int(NOW), FAR)}, False),
+    ("garbage value", t(), {b"jj": b"not-a-number"}, False),
+]
+
+
+@pytest.mark.parametrize(("name", "tok", "values", "expected"), REVOKED, ids=[r[0] for r in REVOKED])
+def test_revoked_table(name: str, tok: Token, values: dict[bytes, bytes], expected: bool) -> None:
+    assert revoked(tok, values, NOW) is expected
+
+
+# ---- key layout: ids are data, never key syntax -----------------------------
+
+NASTY = ["*", "{", "}", "{alice}", "a}b{c", "\r\n", "\x00", "x" * 5000, "x" * 65536, "é", "\ud800", ""]
+KEY = re.compile(r"^signout:\{[A-Za-z0-9_-]{22}\}$")
+
+
+@pytest.mark.parametrize("value", NASTY, ids=[repr(v)[:20] for v in NASTY])
+def test_every_id_yields_a_well_formed_key_with_one_tag(value: str) -> None:
+    for key in (
+        layout.bucket_key("signout", value, value, None, None),
+        layout.bucket_key("signout", ISS, None, value, None),
+        layout.bucket_key("signout", ISS, None, None, value),
+    ):
+        assert key is not None and KEY.match(key)
+    assert len(layout.token_field(value)) <= 65
+    assert len(layout.session_field(value)) <= 65
+
+
+def test_distinct_ids_never_share_a_bucket_or_field() -> None:
+    pairs = [("a:b", "c"), ("a", "b:c"), ("a\x00", "b"), ("a", "\x00b")]
+    keys = {layout.bucket_key("p", iss, sub, None, None) for iss, sub in pairs}
+    assert len(keys) == len(pairs)
+    kinds = {layout.bucket_key("p", ISS, "x", None, None), layout.bucket_key("p", ISS, None, "x", None)}
+    assert len(kinds) == 2
+    long_a, long_b = "x" * 100, "x" * 99 + "y"
+    assert layout.token_field(long_a) != layout.token_field(long_b)
+    assert layout.token_field("J" + "x" * 10) != layout.token_field("x" * 100)
+
+
+MERGES = [
+    (None, b"10", b"10"),
+    (b"20", b"10", b"20"),
+    (b"10", b"20", b"20"),
+    (b"5:20", b"7:10", b"7:20"),
+    (b"junk", b"10", b"10"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "merged"), MERGES)
+def test_merge_keeps_the_later_cutoff_and_expiry(old: bytes | None, new: bytes, merged: bytes) -> None:
+    assert layout.merge(old, new) == merged
+
+
+# ---- HTTP parsing never raises ---------------------------------------------
+
+BEARERS: list[tuple[list[tuple[bytes, bytes]], str | type[Exception] | None]] = [
+    ([], None),
+    ([(b"authorization", b"Bearer abc")], "abc"),
+    ([(b"authorization", b"bearer   abc  ")], "abc"),
+    ([(b"authorization", b"Basic abc")], None),
+    ([(b"authorization", b"")], None),
+    ([(b"authorization", b"Bearer")], Exception),
+    ([(b"authorization", b"Bearer a b")], Exception),
+    ([(b"authorization", b"Bearer \xff\xfe")], "\xff\xfe"),
+]
+
+
+@pytest.mark.parametrize(("headers", "expected"), BEARERS)
+def test_bearer_token_table(headers: list[tuple[bytes, bytes]], expected: Any) -> None:
+    if expected is Exception:
+        with pytest.raises(BadAuthorization):
+            bearer_token(headers)
+    else:
+        assert bearer_token(headers) == expected
+
+
+def test_cookies_keep_duplicates_and_survive_garbage() -> None:
+    headers = [
+        (b"cookie", b'a=1; refresh_token=x; refresh_token="y"; =;;; refresh_token'),
+        (b"cookie", b"refresh_token=\xff"),
+    ]
+    assert cookies(headers, "refresh_token") == ["x", "y", "\xff"]
+    assert cookies([(b"cookie", b"refresh_tokenx=1")], "refresh_token") == []
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix", "matches"),
+    [("/a", "/a", True), ("/a/b", "/a", True), ("/ab", "/a", False), ("/a/b", "/a/", True), ("/", "/a", False)],
+)
+def test_path_match(path: str, prefix: str, matches: bool) -> None:
+    assert path_matches(path, prefix) is matches
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://App.Example/x", "https://app.example"),
+        ("https://a.example:8443", "https://a.example:8443"),
+        ("//evil.example", None),
+        ("javascript:x", None),
+        ("https://a@b.example", None),
+        ("https://a.example\\@b", None),
+        ("https://a.example/\r\n", None),
+        ("https://[::1", None),
+    ],
+)
+def test_origin_of(url: str, origin: str | None) -> None:
+    assert origin_of(url) == origin
+
+
+def test_deletion_cookie_is_exactly_the_spec_string() -> None:
+    assert deletion_cookie("refresh_token", path="/auth/refresh", domain=None, secure=True, samesite="strict") == (
+        b'refresh_token=""; Path=/auth/refresh; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; '
+        b"HttpOnly; Secure; SameSite=Strict"
+    )

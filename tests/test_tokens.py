@@ -1,0 +1,226 @@
+"""Token verification: a table of tokens and what the verifier says of each."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from signout import (
+    BadSignature,
+    ConfigError,
+    DisallowedAlgorithm,
+    ExpiredToken,
+    ImmatureToken,
+    InvalidClaim,
+    MalformedToken,
+    TokenError,
+)
+from signout.config import build_settings
+from signout.tokens import Source, Verifier
+
+from .conftest import ISS, NOW, SECRET
+
+RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PEM, SPKI = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+RSA_PUBLIC_PEM = RSA.public_key().public_bytes(PEM, SPKI)
+EC = ec.generate_private_key(ec.SECP256R1())
+EC_PUBLIC_PEM = EC.public_key().public_bytes(PEM, SPKI)
+
+
+def verifier(**kwargs: Any) -> Verifier:
+    kwargs.setdefault("key", SECRET)
+    return build_settings(clock=lambda: NOW, **kwargs).verifier
+
+
+def good(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"iss": ISS, "sub": "alice", "sid": "s", "jti": "j", "iat": int(NOW), "exp": int(NOW) + 600}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def hs(claims: dict[str, Any], key: str | bytes = SECRET, **headers: Any) -> str:
+    return jwt.encode(claims, key, algorithm="HS256", headers=headers or None)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned(header: dict[str, Any], payload: bytes) -> str:
+    return f"{b64(json.dumps(header).encode())}.{b64(payload)}."
+
+
+def signed(payload: bytes) -> str:
+    """A correctly HS256-signed token whose payload is arbitrary bytes."""
+    signing_input = f"{b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{b64(payload)}"
+    return f"{signing_input}.{b64(hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest())}"
+
+
+CASES: list[tuple[str, str, type[TokenError] | None]] = [
+    ("a good token", hs(good()), None),
+    ("expired beyond leeway", hs(good(exp=int(NOW) - 31, iat=int(NOW) - 600)), ExpiredToken),
+    ("expired within leeway", hs(good(exp=int(NOW) - 29, iat=int(NOW) - 600)), None),
+    ("not valid before", hs(good(nbf=int(NOW) + 60)), ImmatureToken),
+    ("issued in the future", hs(good(iat=int(NOW) + 60)), ImmatureToken),
+    ("no exp", hs(good(exp=None)), InvalidClaim),
+    ("exp is a bool", hs(good(exp=True)), InvalidClaim),
+    ("exp is a string", hs(good(exp="soon")), InvalidClaim),
+    ("exp beyond max_token_lifetime", hs(good(exp=int(NOW) + 40 * 86400, iat=None)), InvalidClaim),
+    ("lifetime from iat beyond max", hs(good(iat=int(NOW) - 40 * 86400, exp=int(NOW) + 60)), InvalidClaim),
+    ("jti is a number", hs(good(jti=7)), InvalidClaim),
+    ("sid is empty", hs(good(sid="")), InvalidClaim),
+    ("wrong secret", hs(good(), key="x" * 40), BadSignature),
+    ("alg none", unsigned({"alg": "none", "typ": "JWT"}, json.dumps(good()).encode()), DisallowedAlgorithm),
+    ("alg NoNe", unsigned({"alg": "NoNe", "typ": "JWT"}, json.dumps(good()).encode()), DisallowedAlgorithm),
+    ("alg not pinned", jwt.encode(good(), "k" * 64, algorithm="HS512"), DisallowedAlgorithm),
+    ("RS256 token for an HS256 verifier", jwt.encode(good(), RSA, algorithm="RS256"), DisallowedAlgorithm),
+    ("non-UTF-8 payload", signed(b"\xff\xfe\xfd"), MalformedToken),
+    ("payload not JSON", signed(b"not json"), MalformedToken),
+    ("payload not an object", signed(b"[1,2]"), MalformedToken),
+    ("payload with a 5 KB jti", signed(json.dumps(good(jti="x" * 5000)).encode()), None),
+    ("two dots only", "..", MalformedToken),
+    ("one dot", "a.b", MalformedToken),
+    ("64 KB", "a" * 32768 + "." + "b" * 32768 + ".c", MalformedToken),
+    ("non-ASCII", "é.é.é", MalformedToken),
+    ("empty", "", MalformedToken),
+    ("header not JSON", "bm90anNvbg.e30.c2ln", MalformedToken),
+]
+
+
+@pytest.mark.parametrize(("name", "token", "error"), CASES, ids=[c[0] for c in CASES])
+def test_verifier_table(name: str, token: str, error: type[TokenError] | None) -> None:
+    v = verifier(issuer=ISS)
+    if error is None:
+        assert v.verify(token, Source.HEADER, NOW).sub == "alice"
+    else:
+        with pytest.raises(error):
+            v.verify(token, Source.HEADER, NOW)
+
+
+def test_audience_and_issuer_are_checked_when_set() -> None:
+    v = verifier(audience="api", issuer=ISS)
+    assert v.verify(hs(good(aud="api")), Source.HEADER, NOW).iss == ISS
+    with pytest.raises(InvalidClaim, match="aud"):
+        v.verify(hs(good(aud="other")), Source.HEADER, NOW)
+    with pytest.raises(InvalidClaim, match="iss"):
+        v.verify(hs(good(iss="https://evil.test", aud="api")), Source.HEADER, NOW)
+
+
+def test_audience_is_not_checked_when_unset() -> None:
+    assert verifier().verify(hs(good(aud="anything")), Source.HEADER, NOW).jti == "j"
+
+
+def test_hs256_signed_with_the_rsa_public_key_is_refused() -> None:
+    # The classic confusion attack: the public key used as an HMAC secret.
+    forged = jwt.api_jws.PyJWS().encode(json.dumps(good()).encode(), b"x" * 32, algorithm="HS256")
+    header, payload, _ = forged.split(".")
+    signature = hmac.new(RSA_PUBLIC_PEM, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    token = f"{header}.{payload}.{b64(signature)}"
+    with pytest.raises(DisallowedAlgorithm):
+        verifier(key=RSA_PUBLIC_PEM, algorithms=["RS256"]).verify(token, Source.HEADER, NOW)
+
+
+def test_rs256_and_es256_with_pem_keys() -> None:
+    v = verifier(key=[RSA_PUBLIC_PEM, EC_PUBLIC_PEM], algorithms=["RS256", "ES256"])
+    assert v.verify(jwt.encode(good(), RSA, algorithm="RS256"), Source.HEADER, NOW).sub == "alice"
+    assert v.verify(jwt.encode(good(), EC, algorithm="ES256"), Source.HEADER, NOW).sub == "alice"
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with pytest.raises(BadSignature):
+        v.verify(jwt.encode(good(), other, algorithm="RS256"), Source.HEADER, NOW)
+
+
+def test_key_rotation_with_a_list_of_secrets() -> None:
+    old, new = "o" * 32, "n" * 32
+    v = verifier(key=[new, old])
+    assert v.verify(hs(good(), key=old), Source.HEADER, NOW).jti == "j"
+    assert v.verify(hs(good(), key=new), Source.HEADER, NOW).jti == "j"
+
+
+def test_pyjwk_keys_are_picked_by_kid() -> None:
+    first = jwt.PyJWK({"kty": "oct", "k": b64(b"1" * 32), "alg": "HS256", "kid": "one"})
+    second = jwt.PyJWK({"kty": "oct", "k": b64(b"2" * 32), "alg": "HS256", "kid": "two"})
+    v = verifier(key=[first, second])
+    assert v.verify(hs(good(), key=b"2" * 32, kid="two"), Source.HEADER, NOW).sub == "alice"
+    with pytest.raises(BadSignature):
+        v.verify(hs(good(), key=b"2" * 32, kid="one"), Source.HEADER, NOW)
+
+
+CONFIG_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"key": ""}, "key"),
+    ({"key": "short"}, "key"),
+    ({"key": RSA_PUBLIC_PEM}, "key"),
+    ({"algorithms": ["none"]}, "algorithms"),
+    ({"algorithms": ["NONE"]}, "algorithms"),
+    ({"algorithms": "HS256"}, "algorithms"),
+    ({"algorithms": []}, "algorithms"),
+    ({"algorithms": ["HS256", "RS256"]}, "algorithms"),
+    ({"algorithms": ["XX999"]}, "algorithms"),
+    ({"key": b"not a pem key at all, but long enough", "algorithms": ["RS256"]}, "key"),
+    ({"leeway": -1}, "leeway"),
+    ({"leeway": "30"}, "leeway"),
+    ({"max_token_lifetime": 0}, "max_token_lifetime"),
+    ({"key_prefix": "a{b}"}, "key_prefix"),
+    ({"key_prefix": ""}, "key_prefix"),
+    ({"logout_path": "auth/logout"}, "logout_path"),
+    ({"logout_all_path": "/auth/logout"}, "logout_all_path"),
+    ({"refresh_cookie": "bad name"}, "refresh_cookie"),
+    ({"refresh_cookie_path": "/a;b"}, "refresh_cookie_path"),
+    ({"cookie_domain": "bad domain"}, "cookie_domain"),
+    ({"cookie_secure": "yes"}, "cookie_secure"),
+    ({"cookie_samesite": "sometimes"}, "cookie_samesite"),
+    ({"cookie_samesite": "none", "cookie_secure": False}, "cookie_samesite"),
+    ({"refresh_cookie": "__Host-refresh"}, "refresh_cookie"),
+    ({"refresh_cookie": "__Secure-refresh", "cookie_secure": False}, "cookie_secure"),
+    ({"access_cookie": "a b"}, "access_cookie"),
+    ({"on_invalid_token": "ignore"}, "on_invalid_token"),
+    ({"on_store_error": "open"}, "on_store_error"),
+    ({"store_timeout": 0}, "store_timeout"),
+    ({"store_timeout": 60}, "store_timeout"),
+    ({"exclude_paths": "/health"}, "exclude_paths"),
+    ({"exclude_paths": ["health"]}, "exclude_paths"),
+    ({"allowed_redirects": ["/relative"]}, "allowed_redirects"),
+    ({"allowed_redirects": ["javascript:alert(1)"]}, "allowed_redirects"),
+    ({"clear_site_data": ["everything"]}, "clear_site_data"),
+    ({"clear_site_data": "cookies"}, "clear_site_data"),
+    ({"audience": ""}, "audience"),
+    ({"issuer": [1]}, "issuer"),
+    ({"required_claims": "jti"}, "required_claims"),
+    ({"clock": 5}, "clock"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "kwarg"), CONFIG_CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(CONFIG_CASES)])
+def test_bad_configuration_names_the_kwarg(kwargs: dict[str, Any], kwarg: str) -> None:
+    kwargs = {"key": SECRET, **kwargs}
+    with pytest.raises(ConfigError) as raised:
+        build_settings(**kwargs)
+    assert raised.value.kwarg == kwarg
+    assert str(raised.value).startswith(f"{kwarg}: ")
+    assert isinstance(raised.value, ValueError)
+
+
+def test_middleware_refuses_unknown_and_conflicting_kwargs() -> None:
+    from signout import SignOutMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None: ...
+
+    with pytest.raises(ConfigError) as raised:
+        SignOutMiddleware(app, key=SECRET, logout_pth="/x")
+    assert raised.value.kwarg == "logout_pth"
+    with pytest.raises(ConfigError) as raised:
+        SignOutMiddleware(app, key=SECRET, redis_url="redis://x", store=object())
+    assert raised.value.kwarg == "store"
+    with pytest.raises(ConfigError) as raised:
+        SignOutMiddleware(app, key=SECRET, redis_url="http://not-redis")
+    assert raised.value.kwarg == "redis_url"
+    with pytest.raises(ConfigError) as raised:
+        SignOutMiddleware(app, key=SECRET, redis=42)
+    assert raised.value.kwarg == "redis"
