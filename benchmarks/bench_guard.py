@@ -1,24 +1,22 @@
 """Per-request overhead of the signout guard over a bare ASGI app, measured in process.
 
-No HTTP server and no sockets except Redis: every variant is an ASGI callable
-awaited directly on one asyncio loop with a prebuilt ``GET /me`` scope that
-carries ``Authorization: Bearer <HS256 token>`` (claims sub, sid, jti, iat, exp).
-
-Variants (all wrap the same bare app, which answers 200 "ok"):
+No HTTP server: every variant is an ASGI callable awaited directly on one
+asyncio loop with a prebuilt ``GET /me`` scope carrying ``Authorization: Bearer
+<HS256 token>`` (claims sub, sid, jti, iat, exp). Variants, all over one bare app
+that answers 200 "ok":
 
 * ``bare``            the app alone: the baseline.
 * ``signout-memory``  ``SignOutMiddleware(app, key=SECRET, store=MemoryStore())``.
 * ``signout-redis``   ``SignOutMiddleware(app, key=SECRET, redis_url=...)`` on a private redis-server.
 * ``hand-written``    the pure-ASGI guard people paste: ``jwt.decode`` + ``EXISTS denylist:<jti>``.
-* ``tutorial``        the same logic as a Starlette ``BaseHTTPMiddleware``, over a one-route Starlette
-                      app; its overhead is taken against ``bare-starlette`` (that Starlette app alone).
+* ``tutorial``        the same logic as a Starlette ``BaseHTTPMiddleware`` over a one-route Starlette
+                      app; its overhead is taken against ``bare-starlette`` (that app alone).
 
-Rounds are interleaved (each round runs every variant in turn, starting one
-later each round) so drift hits all variants alike; the figure per variant is
-the median across rounds of its mean per-request time. "overhead" is that
-median minus its baseline's. A ratio below 1.00x means signout adds less
-per-request time than the guard it is compared with. The Redis rows include a
-loopback round trip to a redis-server on this machine.
+Rounds are interleaved (every variant in turn, starting one later each round)
+so drift hits all alike. us/request is the median over rounds of each batch's
+mean; overhead is that minus the baseline's. A ratio below 1.00x means signout
+adds less than the guard it is compared with. Redis rows include a loopback
+round trip to a redis-server on this machine; min..max shows the noise.
 
     python benchmarks/bench_guard.py [--seconds N] [--rounds R] [--quick] [--fresh]
 """
@@ -27,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import logging
 import shutil
 import socket
 import statistics
@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import jwt
@@ -56,8 +56,12 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Variants = dict[str, tuple[ASGIApp, str | None]]  # name -> (app, name of its baseline or None)
 
 SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+SCOPE: dict[str, Any] = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1"}
+SCOPE |= {"method": "GET", "scheme": "http", "path": "/me", "raw_path": b"/me", "root_path": "", "query_string": b""}
+SCOPE |= {"server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000)}
 REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
 
 
@@ -123,7 +127,7 @@ async def me(request: Request) -> PlainTextResponse:
 
 
 class Sink:
-    """The ``send`` of one request: keeps its messages, counts non-200 answers."""
+    """The ``send`` of the requests: keeps the last request's messages, counts non-200 answers."""
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
@@ -135,28 +139,16 @@ class Sink:
             self.not_ok += 1
 
 
-def make_scope(jti: str) -> Scope:
+def make_scope() -> Scope:
+    """``GET /me`` with a fresh bearer token, valid for 10 minutes."""
     now = int(time.time())
-    claims = {"sub": "user-42", "sid": "session-7", "jti": jti, "iat": now, "exp": now + 600}
+    claims = {"sub": "user-42", "sid": "session-7", "jti": uuid.uuid4().hex, "iat": now, "exp": now + 600}
     token = jwt.encode(claims, SECRET, algorithm="HS256")
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/me",
-        "raw_path": b"/me",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"authorization", b"Bearer " + token.encode())],
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-    }
+    return {**SCOPE, "headers": [(b"authorization", b"Bearer " + token.encode())]}
 
 
 async def run_batch(app: ASGIApp, scopes: list[Scope]) -> float:
-    """Mean microseconds per request over ``scopes``; every answer must be 200."""
+    """Mean microseconds per request over ``scopes`` (each copied, as a server makes a new one)."""
     sink = Sink()
     send = sink.send
     gc.collect()
@@ -170,104 +162,92 @@ async def run_batch(app: ASGIApp, scopes: list[Scope]) -> float:
     return elapsed / len(scopes) / 1000
 
 
-def start_redis() -> tuple[subprocess.Popen[bytes], int] | None:
+@contextlib.contextmanager
+def redis_server() -> Iterator[int | None]:
+    """A private redis-server on a free loopback port, stopped on exit; ``None`` if not installed."""
     binary = shutil.which("redis-server")
     if binary is None:
-        return None
+        print("note: redis-server not found; skipping the signout-redis, hand-written and tutorial rows")
+        yield None
+        return
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
-    deadline = time.monotonic() + 10
     try:
-        while True:
-            try:
-                client.ping()
-                return proc, port
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not answer PING") from None
-                time.sleep(0.02)
-    except BaseException:
-        stop_redis(proc)
-        raise
+        with redis.Redis(port=port, socket_connect_timeout=0.2) as client:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("redis-server did not answer PING") from None
+                    time.sleep(0.02)
+        yield port
     finally:
-        client.close()
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
-def stop_redis(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+async def measure(args: argparse.Namespace, variants: Variants) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Sanity check, warm-up (which sizes the batches), then interleaved timed rounds."""
+    one = make_scope()
+    for name, (app, _) in variants.items():
+        sink = Sink()
+        await app(dict(one), receive, sink.send)
+        status = sink.messages[0].get("status") if sink.messages else None
+        body = b"".join(m.get("body", b"") for m in sink.messages[1:])
+        if status != 200 or body != b"ok":
+            raise RuntimeError(f"{name}: expected 200 'ok', got {status} {body!r}")
+    sizes: dict[str, int] = {}
+    batch_seconds = args.seconds / (args.rounds * len(variants))
+    for name, (app, _) in variants.items():
+        per_request, deadline = 0.0, time.perf_counter() + args.warmup
+        while time.perf_counter() < deadline:
+            per_request = await run_batch(app, [one] * 200)
+        sizes[name] = max(50, int(batch_seconds * 1e6 / per_request))
+    if args.fresh:  # a distinct token per request (cycled for the bare apps), made before timing
+        pool = [make_scope() for _ in range(max(sizes[n] for n, (_, base) in variants.items() if base))]
+        batches = {n: [pool[i % len(pool)] for i in range(k)] for n, k in sizes.items()}
+    else:
+        batches = {n: [one] * k for n, k in sizes.items()}
+    names = list(variants)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            samples[name].append(await run_batch(variants[name][0], batches[name]))
+    return samples, sizes
 
 
 async def bench(args: argparse.Namespace, port: int | None) -> None:
     starlette_app = Starlette(routes=[Route("/me", me)])
     memory = signout.SignOutMiddleware(bare_app, key=SECRET, store=signout.MemoryStore())
-    # name -> (app, baseline name or None)
-    variants: dict[str, tuple[ASGIApp, str | None]] = {
-        "bare": (bare_app, None),
-        "signout-memory": (memory, "bare"),
-    }
-    clients: list[aredis.Redis] = []
-    stores: list[RedisStore] = []
-    if port is not None:
-        url = f"redis://127.0.0.1:{port}/0"
-        client = aredis.Redis.from_url(url)
-        clients.append(client)
-        guarded = signout.SignOutMiddleware(bare_app, key=SECRET, redis_url=url)
-        if isinstance(guarded.store, RedisStore):
-            stores.append(guarded.store)
-        variants["signout-redis"] = (guarded, "bare")
-        variants["hand-written"] = (HandWrittenGuard(bare_app, client), "bare")
-        variants["bare-starlette"] = (starlette_app, None)
-        variants["tutorial"] = (TutorialGuard(starlette_app, client), "bare-starlette")
-    try:
-        one = make_scope(uuid.uuid4().hex)
-        for name, (app, _) in variants.items():  # sanity check: the guard really passes
-            sink = Sink()
-            await app(dict(one), receive, sink.send)
-            status = sink.messages[0].get("status") if sink.messages else None
-            body = b"".join(m.get("body", b"") for m in sink.messages[1:])
-            if status != 200 or body != b"ok":
-                raise RuntimeError(f"{name}: expected 200 'ok', got {status} {body!r}")
-        # Warm-up, which also sizes each batch to about the same wall time.
-        sizes: dict[str, int] = {}
-        batch_s = args.seconds / (args.rounds * len(variants))
-        for name, (app, _) in variants.items():
-            per_request, deadline = 0.0, time.perf_counter() + args.warmup
-            while time.perf_counter() < deadline:
-                per_request = await run_batch(app, [one] * 200)
-            sizes[name] = max(50, int(batch_s * 1e6 / per_request))
-        if args.fresh:  # a distinct token per request (cycled for the bare apps), made before timing
-            guards = [sizes[n] for n, (_, base) in variants.items() if base is not None]
-            pool = [make_scope(uuid.uuid4().hex) for _ in range(max(guards))]
-            batches = {n: [pool[i % len(pool)] for i in range(k)] for n, k in sizes.items()}
-        else:
-            batches = {n: [one] * k for n, k in sizes.items()}
-        names = list(variants)
-        samples: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(args.rounds):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                samples[name].append(await run_batch(variants[name][0], batches[name]))
-    finally:
-        for store in stores:
-            await store.aclose()
-        for client in clients:
-            await client.aclose()
+    variants: Variants = {"bare": (bare_app, None), "signout-memory": (memory, "bare")}
+    async with contextlib.AsyncExitStack() as stack:
+        if port is not None:
+            url = f"redis://127.0.0.1:{port}/0"
+            client = aredis.Redis.from_url(url)
+            stack.push_async_callback(client.aclose)
+            guarded = signout.SignOutMiddleware(bare_app, key=SECRET, redis_url=url)
+            if isinstance(guarded.store, RedisStore):
+                stack.push_async_callback(guarded.store.aclose)
+            variants["signout-redis"] = (guarded, "bare")
+            variants["hand-written"] = (HandWrittenGuard(bare_app, client), "bare")
+            variants["bare-starlette"] = (starlette_app, None)
+            variants["tutorial"] = (TutorialGuard(starlette_app, client), "bare-starlette")
+        samples, sizes = await measure(args, variants)
     report(args, variants, samples, sizes)
 
 
 def report(
-    args: argparse.Namespace,
-    variants: dict[str, tuple[ASGIApp, str | None]],
-    samples: dict[str, list[float]],
-    sizes: dict[str, int],
+    args: argparse.Namespace, variants: Variants, samples: dict[str, list[float]], sizes: dict[str, int]
 ) -> None:
     median = {n: statistics.median(s) for n, s in samples.items()}
     overhead = {n: median[n] - median[base] for n, (_, base) in variants.items() if base is not None}
@@ -301,14 +281,11 @@ def main() -> None:
     if args.quick:
         args.seconds, args.rounds = 6.0, 5
     args.warmup = 0.15 if args.quick else 0.5
-    server = start_redis()
-    if server is None:
-        print("note: redis-server not found; skipping the signout-redis, hand-written and tutorial rows")
-    try:
-        asyncio.run(bench(args, None if server is None else server[1]))
-    finally:
-        if server is not None:
-            stop_redis(server[0])
+    # Quiets the one-time MemoryStore warning; a store failure still fails the run
+    # (the guard then answers 503, and every batch checks for 200).
+    logging.getLogger("signout").setLevel(logging.ERROR)
+    with redis_server() as port:
+        asyncio.run(bench(args, port))
 
 
 if __name__ == "__main__":

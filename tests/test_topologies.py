@@ -1,0 +1,166 @@
+"""RedisStore over a real Redis Cluster and a real Sentinel-managed master."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from signout import SignOutMiddleware
+
+from .apps import starlette_app
+from .conftest import SECRET, TokenFactory, _missing_redis, free_port
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too; Redis wants it <= 55535."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)  # noqa: S311 - not crypto
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _missing_redis("redis-server is not installed")
+    assert binary is not None
+    return subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait(port: int) -> None:
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        finally:
+            client.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
+    if shutil.which("redis-cli") is None:
+        _missing_redis("redis-cli is not installed")
+    folder: Path = tmp_path_factory.mktemp("cluster")
+    ports = [_cluster_port() for _ in range(3)]
+    processes = [
+        _spawn(
+            ["--port", str(p), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--dir", str(folder),
+             "--cluster-config-file", f"nodes-{p}.conf", "--save", "", "--appendonly", "no"]
+        )
+        for p in ports
+    ]  # fmt: skip
+    try:
+        for p in ports:
+            _wait(p)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+             "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while (
+            b"cluster_state:ok"
+            not in subprocess.run(
+                ["redis-cli", "-p", str(ports[0]), "cluster", "info"], capture_output=True, check=False
+            ).stdout
+        ):
+            assert time.monotonic() < deadline, "cluster did not converge"
+            time.sleep(0.1)
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_cluster_logout_and_guard_with_a_factory(cluster: list[int], make_token: TokenFactory) -> None:
+    from redis.asyncio.cluster import RedisCluster
+
+    def factory() -> Any:
+        return RedisCluster(host="127.0.0.1", port=cluster[0])
+
+    c = TestClient(SignOutMiddleware(starlette_app(), key=SECRET, redis=factory), base_url="https://t")
+    users = [make_token(sub=f"user-{i}", sid=f"s-{i}", jti=f"j-{i}") for i in range(12)]
+    for token in users[::2]:
+        assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
+    for i, token in enumerate(users):
+        assert c.get("/me", headers=bearer(token)).status_code == (401 if i % 2 == 0 else 200)
+    # The 12 users' buckets are spread over the cluster, each in one slot.
+    sync = redis.RedisCluster(host="127.0.0.1", port=cluster[0])
+    keys = list(sync.scan_iter(match="signout:*"))
+    assert len(keys) == 6
+    assert all(int(sync.ttl(k)) > 0 for k in keys)
+    sync.close()
+
+
+def test_cluster_client_passed_in_on_one_loop(cluster: list[int], make_token: TokenFactory) -> None:
+    from redis.asyncio.cluster import RedisCluster
+
+    client = RedisCluster(host="127.0.0.1", port=cluster[0])
+    token = make_token(sub="cluster-single", jti="cj")
+    with TestClient(SignOutMiddleware(starlette_app(), key=SECRET, redis=client), base_url="https://t") as c:
+        assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
+        assert c.get("/me", headers=bearer(token)).status_code == 401
+
+
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    folder = tmp_path_factory.mktemp("sentinel")
+    master, sentinel_port = free_port(), free_port()
+    conf = folder / "sentinel.conf"
+    conf.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor signout-test 127.0.0.1 {master} 1\n"
+        "sentinel down-after-milliseconds signout-test 5000\n"
+    )
+    processes = [
+        _spawn(["--port", str(master), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]),
+        _spawn([str(conf), "--sentinel"]),
+    ]
+    try:
+        _wait(master)
+        _wait(sentinel_port)
+        yield sentinel_port
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+
+
+def test_sentinel_master_client(sentinel: int, make_token: TokenFactory) -> None:
+    from redis.asyncio.sentinel import Sentinel
+
+    def factory() -> Any:
+        return Sentinel([("127.0.0.1", sentinel)], socket_timeout=0.5).master_for("signout-test")
+
+    c = TestClient(SignOutMiddleware(starlette_app(), key=SECRET, redis=factory), base_url="https://t")
+    token = make_token(sub="sentinel-user")
+    assert c.get("/me", headers=bearer(token)).status_code == 200
+    assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
+    assert c.get("/me", headers=bearer(token)).status_code == 401
