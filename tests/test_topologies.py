@@ -25,7 +25,7 @@ def _cluster_port() -> int:
     import socket
 
     for _ in range(200):
-        port = random.randint(20000, 45000)  # noqa: S311 - not crypto
+        port = random.randint(20000, 45000)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
