@@ -157,7 +157,7 @@ def test_sentinel_master_client(sentinel: int, make_token: TokenFactory) -> None
     from redis.asyncio.sentinel import Sentinel
 
     def factory() -> Any:
-        return Sentinel([("127.0.0.1", sentinel)], socket_timeout=0.5).master_for("signout-test")
+        return Sentinel([("127.0.0.1", sentinel)], socket_timeout=0.5).master_for("signout-test")  # type: ignore[no-untyped-call]
 
     c = TestClient(SignOutMiddleware(starlette_app(), key=SECRET, redis=factory), base_url="https://t")
     token = make_token(sub="sentinel-user")
