@@ -273,13 +273,13 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=40.0, help="total timed seconds (default 40)")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--seconds", type=float, help="total timed seconds (default 40; 6 with --quick)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7; 5 with --quick)")
     parser.add_argument("--quick", action="store_true", help="about 10 s in all: 6 timed seconds, 5 rounds")
     parser.add_argument("--fresh", action="store_true", help="a distinct token per request, made before timing")
     args = parser.parse_args()
-    if args.quick:
-        args.seconds, args.rounds = 6.0, 5
+    args.seconds = args.seconds or (6.0 if args.quick else 40.0)
+    args.rounds = args.rounds or (5 if args.quick else 7)
     args.warmup = 0.15 if args.quick else 0.5
     # Quiets the one-time MemoryStore warning; a store failure still fails the run
     # (the guard then answers 503, and every batch checks for 200).
