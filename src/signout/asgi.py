@@ -18,6 +18,7 @@ from .errors import ConfigError, StoreError
 from .http import Answer, Request
 from .revoker import Revoker
 from .stores.base import AsyncStore
+from .stores.memory import MemoryStore
 from .stores.resolve import resolve_store
 
 Scope = MutableMapping[str, Any]
@@ -52,6 +53,8 @@ class SignOutMiddleware:
         self.store: AsyncStore = chosen
         self.engine = Engine(settings)
         self._timeout = settings.store_timeout
+        # The embedded store answers without waiting: no deadline to arm.
+        self._bounded = not isinstance(chosen, MemoryStore)
         #: Revoke tokens, sessions and users from app code, on this middleware's store.
         self.revoker = Revoker(self.engine, chosen)
 
@@ -82,7 +85,10 @@ class SignOutMiddleware:
         while True:
             if isinstance(step, Fetch):
                 try:
-                    rows = await _bounded(self.store.fetch(step.lookups, step.now), self._timeout)
+                    if self._bounded:
+                        rows = await _bounded(self.store.fetch(step.lookups, step.now), self._timeout)
+                    else:
+                        rows = await self.store.fetch(step.lookups, step.now)
                 except (StoreError, asyncio.TimeoutError) as exc:
                     log.warning("signout: revocation check failed: %s", exc or type(exc).__name__)
                     step = step.resume(None)

@@ -9,7 +9,9 @@ pinned algorithms, which prepared key to try.
 
 from __future__ import annotations
 
+import base64
 import binascii
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -94,10 +96,7 @@ class Verifier:
             raise MalformedToken()
         if not _TOKEN_CHARS.issuperset(raw.encode("ascii", "replace")):
             raise MalformedToken()
-        try:
-            header = jwt.get_unverified_header(raw)
-        except (jwt.InvalidTokenError, ValueError, TypeError, binascii.Error) as exc:
-            raise MalformedToken() from exc
+        header = _header(raw)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._algorithms:
             raise DisallowedAlgorithm()
@@ -175,6 +174,22 @@ class Verifier:
             iat=iat,
             exp=exp,
         )
+
+
+def _header(raw: str) -> dict[str, Any]:
+    """The JOSE header, read only to pick a key; PyJWT checks it again in ``decode``.
+
+    Decoded here rather than with ``jwt.get_unverified_header``, which in
+    PyJWT 2.14+ parses and re-encodes all three segments (~28 us per call).
+    """
+    segment = raw[: raw.index(".")]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise MalformedToken() from exc
+    if not isinstance(header, dict):
+        raise MalformedToken()
+    return header
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
