@@ -324,3 +324,49 @@ def test_two_authorization_headers_are_refused(client: Client, make_token: Token
     r = client().get("/me", headers=[("authorization", f"Bearer {token}"), ("authorization", f"Bearer {token}")])
     assert r.status_code == 401
     assert r.json()["message"] == "Authorization header is malformed"
+
+
+def test_an_invalid_refresh_cookie_is_rejected_and_cleared(client: Client, make_token: TokenFactory) -> None:
+    r = client(access_cookie="access_token").post(
+        "/auth/refresh", headers={"Cookie": f"access_token={make_token()}; refresh_token=garbage"}
+    )
+    assert r.status_code == 401
+    assert r.headers.get_list("set-cookie") == [DELETE_REFRESH]  # the valid access cookie stays
+
+
+def test_a_revoked_access_cookie_is_cleared(client: Client, make_token: TokenFactory) -> None:
+    c = client(access_cookie="access_token")
+    token = make_token()
+    assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
+    r = c.get("/me", headers={"Cookie": f"access_token={token}"})
+    assert r.status_code == 401
+    assert r.headers["set-cookie"].startswith('access_token=""; Path=/; Max-Age=0;')
+
+
+def test_rs256_middleware_refuses_an_hs256_token_signed_with_its_public_key(backend: Backend) -> None:
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header, payload = json.dumps({"alg": "HS256"}), json.dumps({"sub": "x", "jti": "y", "exp": 2**31})
+    body = f"{b64(header.encode())}.{b64(payload.encode())}"
+    forged = f"{body}.{b64(hmac.new(public, body.encode(), hashlib.sha256).digest())}"
+    middleware = SignOutMiddleware(starlette_app(), key=public, algorithms=["RS256"], store=backend.make())
+    c = TestClient(middleware, base_url="https://t")
+    r = c.get("/me", headers=bearer(forged))
+    assert r.status_code == 401
+    assert r.json()["message"] == "Token algorithm is not allowed"
+    assert c.post("/auth/logout", headers=bearer(forged)).status_code == 200
+    assert backend.count() == 0

@@ -213,7 +213,8 @@ class Engine:
                 tokens.append(s.verifier.verify(raw, source, now))
             except TokenError as error:
                 if s.on_invalid_token == "reject":
-                    return self._invalid(error, {src for src, _ in presented if src is not Source.HEADER})
+                    # Clear only the cookie that failed, not a valid one beside it.
+                    return self._invalid(error, {source} - {Source.HEADER})
         if not tokens:
             return _PASS
         tokens.sort(key=lambda t: _SOURCE_ORDER[t.source])

@@ -108,14 +108,15 @@ class RedisStore:
 
     # ---- clients -------------------------------------------------------
 
-    def _options(self) -> dict[str, Any]:
+    def _options(self, *, bounded_by_caller: bool) -> dict[str, Any]:
         # One quick retry reconnects a connection the server dropped (restart,
-        # failover); the adapter's store_timeout bounds the whole call anyway.
-        return {
-            "socket_timeout": self._timeout,
-            "socket_connect_timeout": self._timeout,
-            "retry": Retry(NoBackoff(), 1),
-        }
+        # failover). The ASGI adapter bounds every call with store_timeout, so
+        # the async client needs no per-read timeout of its own (each one arms
+        # another asyncio timer); the sync client has nothing else to stop it.
+        options: dict[str, Any] = {"socket_connect_timeout": self._timeout, "retry": Retry(NoBackoff(), 1)}
+        if not bounded_by_caller:
+            options["socket_timeout"] = self._timeout
+        return options
 
     def _client(self) -> AsyncClient:
         loop = asyncio.get_running_loop()
@@ -134,7 +135,7 @@ class RedisStore:
         elif self._factory is not None:
             client = self._factory()
         elif self._url is not None:
-            client = aredis.Redis.from_url(self._url, **self._options())
+            client = aredis.Redis.from_url(self._url, **self._options(bounded_by_caller=True))
         else:
             raise StoreError("this RedisStore holds a sync client; give an asyncio client for ASGI")
         self._per_loop[loop] = client
@@ -144,7 +145,7 @@ class RedisStore:
         if self._sync is None:
             if self._url is None:
                 raise StoreError("this RedisStore holds an asyncio client; give a sync client or a URL for WSGI")
-            self._sync = redis.Redis.from_url(self._url, **self._options())
+            self._sync = redis.Redis.from_url(self._url, **self._options(bounded_by_caller=False))
         return self._sync
 
     # ---- async ---------------------------------------------------------
