@@ -10,8 +10,10 @@ import pytest
 
 from signout import layout
 from signout.config import build_settings
-from signout.core import Commit, Engine, Fetch, Pass, Respond, Step, revoked
+from signout.core import Engine
 from signout.http import BadAuthorization, Request, bearer_token, cookies, deletion_cookie, origin_of, path_matches
+from signout.rules import revoked
+from signout.steps import Commit, Fetch, Pass, Respond, Step
 from signout.tokens import Source, Token
 
 from .conftest import ISS, NOW, SECRET

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .asgi import CLAIMS_KEY, SignOutMiddleware
+from .audit import AuditEvent
 from .errors import (
     BadSignature,
     ConfigError,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLAIMS_KEY",
+    "AuditEvent",
     "BadSignature",
     "ConfigError",
     "DisallowedAlgorithm",

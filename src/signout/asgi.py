@@ -13,10 +13,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 from .config import build_settings
-from .core import Commit, Engine, Fetch, Pass, Respond, Step
+from .core import Engine
 from .errors import ConfigError, StoreError
 from .http import Answer, Request
 from .revoker import Revoker
+from .steps import Commit, Fetch, Pass, Read, Respond, Step
 from .stores.base import AsyncStore
 from .stores.memory import MemoryStore
 from .stores.resolve import resolve_store
@@ -56,7 +57,7 @@ class SignOutMiddleware:
         # The embedded store answers without waiting: no deadline to arm.
         self._bounded = not isinstance(chosen, MemoryStore)
         #: Revoke tokens, sessions and users from app code, on this middleware's store.
-        self.revoker = Revoker(self.engine, chosen)
+        self.revoker = Revoker.for_settings(settings, chosen)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -69,8 +70,9 @@ class SignOutMiddleware:
             path=scope.get("path", ""),
             query=scope.get("query_string", b""),
             headers=scope.get("headers", ()),
+            client=_peer(scope.get("client")),
         )
-        step = await self._drive(self.engine.start(request))
+        step = await self._drive(self.engine.start(request), receive)
         if isinstance(step, Pass):
             if step.token is not None:
                 scope[CLAIMS_KEY] = step.token.claims
@@ -80,10 +82,12 @@ class SignOutMiddleware:
         else:
             await _refuse_websocket(step.answer, scope, send)
 
-    async def _drive(self, step: Step) -> Pass | Respond:
-        """Do the store I/O each step asks for; everything else is the engine's."""
+    async def _drive(self, step: Step, receive: Receive) -> Pass | Respond:
+        """Do the I/O each step asks for; everything else is the engine's."""
         while True:
-            if isinstance(step, Fetch):
+            if isinstance(step, Read):
+                step = step.resume(await _read_body(receive, step.limit))
+            elif isinstance(step, Fetch):
                 try:
                     if self._bounded:
                         rows = await _bounded(self.store.fetch(step.lookups, step.now), self._timeout)
@@ -129,6 +133,29 @@ def _known(kwargs: dict[str, Any]) -> dict[str, Any]:
             f"is not a signout option; known options: {', '.join(sorted(allowed | {'redis_url', 'redis', 'store'}))}",
         )
     return kwargs
+
+
+def _peer(client: Any) -> str | None:
+    if isinstance(client, (list, tuple)) and len(client) == 2:
+        return f"{client[0]}:{client[1]}"
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or ``None`` once it passes ``limit`` (read no further)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def _send_http(answer: Answer, send: Send) -> None:

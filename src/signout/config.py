@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from .audit import Sink
+from .csrf import parse_trusted
 from .errors import ConfigError
 from .http import deletion_cookie
 from .http import origin_of as _origin
@@ -49,6 +51,11 @@ class Settings:
     allowed_redirects: frozenset[str]
     allowed_origins: frozenset[str]
     clear_site_data: bytes | None
+    trusted_origins: frozenset[str]
+    revoke_path: str | None
+    clients: dict[str, bytes]
+    max_body_bytes: int
+    on_event: Sink | None
     max_token_lifetime: int
     leeway: int
     clock: Clock
@@ -115,6 +122,22 @@ def _clear_site_data(value: object) -> bytes | None:
     return ", ".join(f'"{v}"' for v in items).encode("ascii")
 
 
+def _clients(value: object) -> dict[str, bytes]:
+    """Client ids to secrets for the revocation endpoint (RFC 7009, HTTP Basic client auth)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError("clients", "must map client ids to secrets, e.g. {'billing': os.environ['BILLING_SECRET']}")
+    out: dict[str, bytes] = {}
+    for client_id, secret in value.items():
+        if not isinstance(client_id, str) or not client_id or ":" in client_id:
+            raise ConfigError("clients", f"client id {client_id!r} must be a non-empty string without ':'")
+        if not isinstance(secret, (str, bytes)) or len(secret) < 16:
+            raise ConfigError("clients", f"the secret of {client_id!r} must be a string of at least 16 characters")
+        out[client_id] = secret.encode() if isinstance(secret, str) else secret
+    return out
+
+
 def build_settings(
     *,
     key: object,
@@ -141,6 +164,11 @@ def build_settings(
     exclude_paths: Iterable[str] = (),
     allowed_redirects: Iterable[str] = (),
     clear_site_data: Iterable[str] | None = None,
+    trusted_origins: Iterable[str] = (),
+    revoke_path: str | None = "/auth/revoke",
+    clients: Mapping[str, str | bytes] | None = None,
+    max_body_bytes: int = 8192,
+    on_event: Sink | None = None,
     clock: Clock | None = None,
 ) -> Settings:
     """Validate every kwarg; raise ``ConfigError`` naming the first bad one."""
@@ -207,6 +235,19 @@ def build_settings(
         raise ConfigError("exclude_paths", "must be a list of path prefixes such as ['/health']")
     excluded = tuple(_path("exclude_paths", p, optional=False) or "/" for p in exclude_paths)
     redirect_urls, redirect_origins = _redirects(allowed_redirects)
+    if isinstance(trusted_origins, str) or not isinstance(trusted_origins, Iterable):
+        raise ConfigError("trusted_origins", "must be a list of origins such as ['https://app.example']")
+    try:
+        trusted = parse_trusted(trusted_origins)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("trusted_origins", f"{exc.args[0]!r} is not an origin (scheme://host[:port])") from exc
+    revoke = _path("revoke_path", revoke_path, optional=True)
+    if revoke is not None and revoke in (logout, logout_all):
+        raise ConfigError("revoke_path", "must differ from logout_path and logout_all_path")
+    client_secrets = _clients(clients)
+    body_limit = int(_seconds("max_body_bytes", max_body_bytes, minimum=256, integral=True))
+    if on_event is not None and not callable(on_event):
+        raise ConfigError("on_event", "must be a callable taking an AuditEvent")
     if clock is not None and not callable(clock):
         raise ConfigError("clock", "must be a callable returning seconds since the epoch")
     verifier = Verifier(
@@ -235,6 +276,11 @@ def build_settings(
         allowed_redirects=redirect_urls,
         allowed_origins=redirect_origins,
         clear_site_data=_clear_site_data(clear_site_data),
+        trusted_origins=trusted,
+        revoke_path=revoke,
+        clients=client_secrets,
+        max_body_bytes=body_limit,
+        on_event=on_event,
         max_token_lifetime=lifetime,
         leeway=leeway_s,
         clock=clock or time.time,

@@ -7,10 +7,11 @@ as absent or as an invalid token, never as a crash.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -27,6 +28,7 @@ class Request:
     path: str
     query: bytes
     headers: Headers
+    client: str | None = None  # "host:port" of the peer, for audit records
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +38,10 @@ class Answer:
     status: int
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes = b""
-    data: dict[str, str] = field(default_factory=dict, compare=False)
+    data: dict[str, object] = field(default_factory=dict, compare=False)
 
 
-def answer(status: int, data: dict[str, str], *extra: tuple[bytes, bytes]) -> Answer:
+def answer(status: int, data: dict[str, object], *extra: tuple[bytes, bytes]) -> Answer:
     body = json.dumps(data, separators=(",", ":")).encode()
     headers = (_JSON, (b"content-length", str(len(body)).encode()), _NO_STORE, *extra)
     return Answer(status=status, headers=headers, body=body, data=data)
@@ -119,6 +121,46 @@ def path_matches(path: str, prefix: str) -> bool:
     if not path.startswith(prefix):
         return False
     return prefix.endswith("/") or path[len(prefix)] == "/"
+
+
+def basic_credentials(headers: Headers) -> tuple[str, str] | None:
+    """``(client_id, secret)`` of an ``Authorization: Basic`` header, or ``None``.
+
+    RFC 6749 section 2.3.1: both are form-urlencoded before base64.
+    """
+    values = header_values(headers, b"authorization")
+    if len(values) != 1:
+        return None
+    scheme, _, rest = values[0].strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(rest.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        return None
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def content_type(headers: Headers) -> str:
+    values = header_values(headers, b"content-type")
+    if len(values) != 1:
+        return ""
+    return values[0].decode("latin-1").partition(";")[0].strip().lower()
+
+
+def form(body: bytes) -> dict[str, list[str]] | None:
+    """An ``application/x-www-form-urlencoded`` body; ``None`` when it is not one."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=32)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    out: dict[str, list[str]] = {}
+    for k, v in pairs:
+        out.setdefault(k, []).append(v)
+    return out
 
 
 def deletion_cookie(name: str, *, path: str, domain: str | None, secure: bool, samesite: str) -> bytes:

@@ -1,47 +1,102 @@
 """Revoke from app code: a token, a session, a user; and ask whether a token is revoked.
 
 For "password changed: log out everywhere", for rotating refresh tokens, and
-for an incident responder. Uses the same store and key layout as the
-middleware it comes from (``middleware.revoker``). Every method has an async
-form and a ``_sync`` twin; they differ only in the store call.
+for an incident responder. ``middleware.revoker`` shares the middleware's
+store, key layout and verifier; ``Revoker(redis_url=...)`` stands alone (the
+CLI uses one). Every method has an async form and a ``_sync`` twin; they
+differ only in the store call.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from typing import Any
+from datetime import timedelta
+from typing import Any, TypeAlias
 
-from . import layout
-from .core import Engine, fields_of, revoked
-from .errors import InvalidClaim, StoreError
+from . import rules
+from .audit import AuditEvent, Auditor, Sink, ids
+from .config import Clock, Settings, build_settings
+from .errors import ConfigError, InvalidClaim, StoreError
 from .layout import Lookup, Write
-from .tokens import Source, Token
+from .stores.resolve import resolve_store
+from .tokens import Source, Token, Verifier
 
-TokenLike = Mapping[str, Any] | str
+TokenLike: TypeAlias = Mapping[str, Any] | str
 
 
 class Revoker:
-    def __init__(self, engine: Engine, store: Any) -> None:
-        self._engine = engine
+    """Revocations on a store, with the same rules as the middleware.
+
+    Standalone: ``Revoker(redis_url=..., key_prefix=..., max_token_lifetime=...)``;
+    pass ``key=`` (and ``algorithms=``...) too to revoke or check token *strings*.
+    """
+
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        redis: Any = None,
+        store: Any = None,
+        key: object = None,
+        key_prefix: str = "signout",
+        leeway: float | timedelta = 30,
+        max_token_lifetime: float | timedelta = timedelta(days=30),
+        store_timeout: float = 1.0,
+        on_event: Sink | None = None,
+        clock: Clock | None = None,
+        **verify: Any,
+    ) -> None:
+        # Validate with the middleware's own rules; a dummy key stands in when
+        # none is given, and then token strings are refused (nothing verifies them).
+        settings = build_settings(
+            key=key if key is not None else "x" * 64,
+            key_prefix=key_prefix,
+            leeway=leeway,
+            max_token_lifetime=max_token_lifetime,
+            store_timeout=store_timeout,
+            on_event=on_event,
+            clock=clock,
+            **verify,
+        )
+        store = resolve_store(redis_url=redis_url, redis=redis, store=store, timeout=settings.store_timeout)
+        self._setup(settings, store, settings.verifier if key is not None else None)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, store: Any) -> Revoker:
+        self = cls.__new__(cls)
+        self._setup(settings, store, settings.verifier)
+        return self
+
+    def _setup(self, settings: Settings, store: Any, verifier: Verifier | None) -> None:
         self._store = store
-        self._prefix = engine.settings.key_prefix
+        self._verifier = verifier
+        self._clock = settings.clock
+        self.policy = rules.Policy(settings.key_prefix, settings.leeway, settings.max_token_lifetime)
+        self._audit = Auditor(settings.on_event)
 
     # ---- planning (pure) -------------------------------------------------
 
-    def _token(self, token: TokenLike) -> Token:
-        s = self._engine.settings
+    def token(self, token: TokenLike) -> Token:
+        """A token string verified (needs ``key``), or claims taken at their word (app code)."""
+        now = self._clock()
         if isinstance(token, str):
-            return s.verifier.verify(token, Source.HEADER, s.clock())
-        exp = token.get("exp")
-        iat = token.get("iat")
+            if self._verifier is None:
+                raise ConfigError("key", "this Revoker has no key, so it cannot verify token strings; pass claims")
+            return self._verifier.verify(token, Source.HEADER, now)
 
         def text(name: str) -> str | None:
             value = token.get(name)
-            if value is not None and not isinstance(value, str):
-                raise InvalidClaim(name, "must be a string")
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidClaim(name, "must be a non-empty string")
             return value
 
+        def number(name: str) -> float | None:
+            value = token.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise InvalidClaim(name, "must be a number")
+            return None if value is None else float(value)
+
+        exp = number("exp")
         return Token(
             source=Source.HEADER,
             claims=token,
@@ -49,84 +104,83 @@ class Revoker:
             sub=text("sub"),
             sid=text("sid"),
             jti=text("jti"),
-            iat=float(iat) if isinstance(iat, (int, float)) else None,
-            exp=float(exp) if isinstance(exp, (int, float)) else s.clock() + s.max_token_lifetime,
+            iat=number("iat"),
+            exp=exp if exp is not None else now + self.policy.max_token_lifetime,
         )
 
-    def plan_token(self, token: TokenLike) -> tuple[Write, ...]:
-        s = self._engine.settings
-        return self._engine.revocations([self._token(token)], s.clock())
+    def plan_token(self, token: TokenLike, *, session: bool = False) -> tuple[Write, ...]:
+        return rules.token_writes(self.policy, (self.token(token),), self._clock(), session=session)
 
     def plan_session(self, *, sid: str, iss: str = "", sub: str | None = None) -> tuple[Write, ...]:
-        s = self._engine.settings
-        key = layout.bucket_key(self._prefix, iss, sub, sid, None)
-        assert key is not None
-        expires = math.ceil(s.clock()) + s.max_token_lifetime + s.leeway
-        return (Write(key, ((layout.session_field(sid), layout.expiry_value(expires)),)),)
+        return (rules.session_write(self.policy, iss=iss, sid=sid, sub=sub, now=self._clock()),)
 
     def plan_user(self, *, sub: str, iss: str = "", at: float | None = None) -> tuple[Write, ...]:
-        s = self._engine.settings
-        now = s.clock()
-        cutoff = math.floor(now if at is None else at)
-        key = layout.bucket_key(self._prefix, iss, sub, None, None)
-        assert key is not None
-        value = layout.cutoff_value(cutoff, math.ceil(now) + s.max_token_lifetime + s.leeway)
-        return (Write(key, ((layout.USER_FIELD, value),)),)
+        now = self._clock()
+        if at is not None and at > now:
+            raise ValueError("at may not be in the future")
+        return (rules.user_write(self.policy, iss=iss, sub=sub, now=now, at=at),)
 
     def _lookup(self, token: TokenLike) -> tuple[Token, Lookup | None]:
-        t = self._token(token)
-        key = layout.bucket_key(self._prefix, t.iss, t.sub, t.sid, t.jti)
-        if key is None:
-            return t, None
-        return t, Lookup(key, tuple(fields_of(t)))
+        t = self.token(token)
+        found, _ = rules.lookups(self.policy, (t,))
+        return t, (found[0] if found else None)
+
+    def _done(self, scope: str, **facts: Any) -> None:
+        self._audit(AuditEvent("revocation", "revoked", "", None, scope=scope, count=1, **facts))
+
+    @staticmethod
+    def _require(writes: tuple[Write, ...]) -> tuple[Write, ...]:
+        if not writes:
+            raise StoreError("nothing to revoke: the token has neither jti nor sid")
+        return writes
 
     # ---- async ---------------------------------------------------------
 
-    async def _write(self, writes: tuple[Write, ...]) -> None:
-        if not writes:
-            raise StoreError("nothing to revoke: the token has neither jti, sid nor sub")
-        await self._store.write(writes, self._engine.settings.clock())
-
-    async def revoke(self, token: TokenLike) -> None:
-        """Denylist one token (claims, or a token string that must verify) and its session."""
-        await self._write(self.plan_token(token))
+    async def revoke(self, token: TokenLike, *, session: bool = False) -> None:
+        """Denylist one token (claims, or a token string that verifies); ``session=True``: its login too."""
+        t = self.token(token)
+        writes = self._require(rules.token_writes(self.policy, (t,), self._clock(), session=session))
+        await self._store.write(writes, self._clock())
+        self._done("session" if session else "token", **ids(t))
 
     async def revoke_session(self, *, sid: str, iss: str = "", sub: str | None = None) -> None:
-        """Revoke every token of one login. Give ``sub`` when the tokens carry one."""
-        await self._write(self.plan_session(sid=sid, iss=iss, sub=sub))
+        """Revoke every token of one login. Give ``sub`` when the tokens carry one (their bucket is the user's)."""
+        await self._store.write(self.plan_session(sid=sid, iss=iss, sub=sub), self._clock())
+        self._done("session", iss=iss or None, sid=sid, sub=sub)
 
     async def revoke_user(self, *, sub: str, iss: str = "", at: float | None = None) -> None:
-        """Revoke every token of ``sub`` issued at or before ``at`` (default: now)."""
-        await self._write(self.plan_user(sub=sub, iss=iss, at=at))
+        """Revoke every token of ``sub`` issued at or before ``at`` (default: now), in every app on the store."""
+        await self._store.write(self.plan_user(sub=sub, iss=iss, at=at), self._clock())
+        self._done("user", iss=iss or None, sub=sub)
 
     async def is_revoked(self, token: TokenLike) -> bool:
         t, lookup = self._lookup(token)
         if lookup is None:
             return False
-        now = self._engine.settings.clock()
+        now = self._clock()
         rows = await self._store.fetch((lookup,), now)
-        return revoked(t, dict(zip(lookup.fields, rows[0], strict=True)), now)
+        return rules.revoked(t, dict(zip(lookup.fields, rows[0], strict=True)), now)
 
     # ---- sync ----------------------------------------------------------
 
-    def _write_sync(self, writes: tuple[Write, ...]) -> None:
-        if not writes:
-            raise StoreError("nothing to revoke: the token has neither jti, sid nor sub")
-        self._store.write_sync(writes, self._engine.settings.clock())
-
-    def revoke_sync(self, token: TokenLike) -> None:
-        self._write_sync(self.plan_token(token))
+    def revoke_sync(self, token: TokenLike, *, session: bool = False) -> None:
+        t = self.token(token)
+        writes = self._require(rules.token_writes(self.policy, (t,), self._clock(), session=session))
+        self._store.write_sync(writes, self._clock())
+        self._done("session" if session else "token", **ids(t))
 
     def revoke_session_sync(self, *, sid: str, iss: str = "", sub: str | None = None) -> None:
-        self._write_sync(self.plan_session(sid=sid, iss=iss, sub=sub))
+        self._store.write_sync(self.plan_session(sid=sid, iss=iss, sub=sub), self._clock())
+        self._done("session", iss=iss or None, sid=sid, sub=sub)
 
     def revoke_user_sync(self, *, sub: str, iss: str = "", at: float | None = None) -> None:
-        self._write_sync(self.plan_user(sub=sub, iss=iss, at=at))
+        self._store.write_sync(self.plan_user(sub=sub, iss=iss, at=at), self._clock())
+        self._done("user", iss=iss or None, sub=sub)
 
     def is_revoked_sync(self, token: TokenLike) -> bool:
         t, lookup = self._lookup(token)
         if lookup is None:
             return False
-        now = self._engine.settings.clock()
+        now = self._clock()
         rows = self._store.fetch_sync((lookup,), now)
-        return revoked(t, dict(zip(lookup.fields, rows[0], strict=True)), now)
+        return rules.revoked(t, dict(zip(lookup.fields, rows[0], strict=True)), now)

@@ -1,0 +1,70 @@
+"""Audit events: one structured record per logout, revocation, rejection and CSRF refusal.
+
+Each goes to the ``signout.audit`` logger (INFO, the record as one JSON line,
+so an id with CR/LF cannot forge a log line) and to the ``on_event`` callback
+when one is configured. Records carry ids (``iss``, ``sub``, ``sid``,
+``jti``), never a token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from .tokens import Token
+
+audit_log = logging.getLogger("signout.audit")
+log = logging.getLogger("signout")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """What happened, to whom, and where from.
+
+    ``event``: ``logout``, ``logout_all``, ``revocation``, ``rejected`` or
+    ``csrf_refused``. ``outcome``: ``revoked``, ``nothing_revoked``,
+    ``invalid_token``, ``unauthenticated``, ``invalid_client``,
+    ``store_error``, ``refused``. ``count``: how many tokens the request revoked.
+    """
+
+    event: str
+    outcome: str
+    path: str
+    client: str | None
+    iss: str | None = None
+    sub: str | None = None
+    sid: str | None = None
+    jti: str | None = None
+    scope: str | None = None
+    client_id: str | None = None
+    reason: str | None = None
+    count: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+Sink = Callable[[AuditEvent], None]
+
+
+def ids(token: Token | None) -> dict[str, str | None]:
+    if token is None:
+        return {}
+    return {"iss": token.iss or None, "sub": token.sub, "sid": token.sid, "jti": token.jti}
+
+
+class Auditor:
+    def __init__(self, on_event: Sink | None) -> None:
+        self._on_event = on_event
+
+    def __call__(self, event: AuditEvent) -> None:
+        if audit_log.isEnabledFor(logging.INFO):
+            audit_log.info(json.dumps(event.as_dict(), ensure_ascii=True, separators=(",", ":")))
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                # An audit sink that fails must not turn a logout into a 500.
+                log.exception("signout: the on_event callback raised; the event was still logged")

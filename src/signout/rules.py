@@ -1,0 +1,137 @@
+"""The revocation rules, as pure functions: what to read, what to write, what it means.
+
+Shared by the middleware's routes and the programmatic ``Revoker``, so a
+token revoked from app code, from the CLI or from a logout route is revoked
+the same way, and judged the same way by the guard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import layout
+from .layout import Lookup, Write
+from .tokens import Token
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What every revocation needs to know, besides the token."""
+
+    key_prefix: str
+    leeway: int
+    max_token_lifetime: int
+
+    def session_expiry(self, now: float) -> int:
+        # Any token of the login (its refresh token included) can live this long.
+        return math.ceil(now) + self.max_token_lifetime + self.leeway
+
+
+def fields_of(token: Token) -> list[bytes]:
+    """The fields of its bucket that decide whether ``token`` is revoked."""
+    out = []
+    if token.sub is not None:
+        out.append(layout.USER_FIELD)
+    if token.sid is not None:
+        out.append(layout.session_field(token.sid))
+    if token.jti is not None:
+        out.append(layout.token_field(token.jti))
+    return out
+
+
+def bucket_of(policy: Policy, token: Token) -> str | None:
+    return layout.bucket_key(policy.key_prefix, token.iss, token.sub, token.sid, token.jti)
+
+
+def lookups(policy: Policy, tokens: Iterable[Token]) -> tuple[tuple[Lookup, ...], list[str | None]]:
+    """One lookup per bucket (tokens of one user share it), and each token's bucket."""
+    fields: dict[str, list[bytes]] = {}
+    owners: list[str | None] = []
+    for t in tokens:
+        key = bucket_of(policy, t)
+        owners.append(key)
+        if key is None:
+            continue
+        wanted = fields.setdefault(key, [])
+        wanted.extend(f for f in fields_of(t) if f not in wanted)
+    return tuple(Lookup(k, tuple(v)) for k, v in fields.items()), owners
+
+
+def revoked(token: Token, values: Mapping[bytes, Any], now: float) -> bool:
+    """Whether the stored values revoke ``token`` (SPEC section 3)."""
+    if token.sub is not None:
+        user = layout.parse(values.get(layout.USER_FIELD))
+        # iat equal to the cutoff second is revoked; no iat: any cutoff revokes.
+        if user is not None and now < user[1] and (token.iat is None or token.iat <= user[0]):
+            return True
+    if token.sid is not None:
+        session = layout.parse(values.get(layout.session_field(token.sid)))
+        if session is not None and now < session[1]:
+            return True
+    if token.jti is not None:
+        single = layout.parse(values.get(layout.token_field(token.jti)))
+        if single is not None and now < single[1]:
+            return True
+    return False
+
+
+def judge(
+    tokens: Sequence[Token],
+    found: tuple[Lookup, ...],
+    owners: Sequence[str | None],
+    rows: Sequence[Sequence[Any]],
+    now: float,
+) -> list[bool]:
+    """For each token, whether the rows a store returned for ``found`` revoke it."""
+    values = {lookup.key: dict(zip(lookup.fields, row, strict=True)) for lookup, row in zip(found, rows, strict=True)}
+    return [key is not None and revoked(t, values.get(key, {}), now) for t, key in zip(tokens, owners, strict=True)]
+
+
+class _Writes:
+    """Fields to merge, grouped by bucket so each bucket is written once."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, dict[bytes, bytes]] = {}
+
+    def add(self, key: str, field: bytes, value: bytes) -> None:
+        fields = self.buckets.setdefault(key, {})
+        fields[field] = layout.merge(fields.get(field), value)
+
+    def done(self) -> tuple[Write, ...]:
+        return tuple(Write(k, tuple(v.items())) for k, v in self.buckets.items() if v)
+
+
+def token_writes(policy: Policy, tokens: Iterable[Token], now: float, *, session: bool = True) -> tuple[Write, ...]:
+    """Revoke each token (its ``jti`` until ``exp`` + leeway) and, with ``session``, its ``sid``.
+
+    The session matters at logout: the refresh token of the same login is never
+    sent to the logout route (its cookie path differs), so only its ``sid`` can
+    reach it. A token with neither ``jti`` nor ``sid`` yields no write.
+    """
+    out = _Writes()
+    for t in tokens:
+        key = bucket_of(policy, t)
+        if key is None:
+            continue
+        if t.jti is not None:
+            out.add(key, layout.token_field(t.jti), layout.expiry_value(math.ceil(t.exp) + policy.leeway))
+        if t.sid is not None and (session or t.jti is None):
+            out.add(key, layout.session_field(t.sid), layout.expiry_value(policy.session_expiry(now)))
+    return out.done()
+
+
+def session_write(policy: Policy, *, iss: str, sid: str, sub: str | None, now: float) -> Write:
+    key = layout.bucket_key(policy.key_prefix, iss, sub, sid, None)
+    assert key is not None
+    return Write(key, ((layout.session_field(sid), layout.expiry_value(policy.session_expiry(now))),))
+
+
+def user_write(policy: Policy, *, iss: str, sub: str, now: float, at: float | None = None) -> Write:
+    """Every token of (iss, sub) issued at or before ``at`` (default: now) is revoked."""
+    key = layout.bucket_key(policy.key_prefix, iss, sub, None, None)
+    assert key is not None
+    cutoff = math.floor(now if at is None else at)
+    return Write(key, ((layout.USER_FIELD, layout.cutoff_value(cutoff, policy.session_expiry(now))),))

@@ -1,0 +1,65 @@
+"""The steps the sans-IO engine hands its adapters (see ``signout.core``).
+
+``Pass`` and ``Respond`` end a request; ``Read``, ``Fetch`` and ``Commit`` ask
+the adapter for one piece of I/O and carry the function to call with its
+result. An adapter is a loop over these five, nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .http import Answer
+from .layout import Lookup, Write
+from .tokens import Token
+
+Row = Sequence[bytes | str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """Hand the request to the app, with the verified token if there is one."""
+
+    token: Token | None = None
+
+    @property
+    def claims(self) -> Mapping[str, Any] | None:
+        return None if self.token is None else self.token.claims
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """Send this answer; the app never sees the request."""
+
+    answer: Answer
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Read the request body, at most ``limit`` bytes; resume with ``None`` if it is longer."""
+
+    limit: int
+    resume: Callable[[bytes | None], Step]
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Read these store fields; resume with the rows, or ``None`` if the store failed."""
+
+    lookups: tuple[Lookup, ...]
+    now: float
+    resume: Callable[[Sequence[Row] | None], Step]
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Write these revocations; resume with whether every one was written."""
+
+    writes: tuple[Write, ...]
+    now: float
+    resume: Callable[[bool], Step]
+
+
+Step = Pass | Respond | Read | Fetch | Commit
