@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 from . import rules
 from .audit import AuditEvent, Auditor, Sink, ids
 from .config import Clock, Settings, build_settings
-from .errors import ConfigError, InvalidClaim, StoreError
+from .errors import ConfigError, InvalidClaim
 from .layout import Lookup, Write
 from .stores.resolve import resolve_store
 from .tokens import Source, Token, Verifier
@@ -131,7 +131,7 @@ class Revoker:
     @staticmethod
     def _require(writes: tuple[Write, ...]) -> tuple[Write, ...]:
         if not writes:
-            raise StoreError("nothing to revoke: the token has neither jti nor sid")
+            raise InvalidClaim("jti", "is missing, and so is sid: nothing identifies this token")
         return writes
 
     # ---- async ---------------------------------------------------------

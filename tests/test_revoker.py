@@ -1,0 +1,110 @@
+"""The programmatic revoker: async and sync, on the middleware's store and standalone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import jwt
+import pytest
+from starlette.testclient import TestClient
+
+from signout import ConfigError, InvalidClaim, MemoryStore, Revoker, SignOutMiddleware, TokenError
+
+from .apps import starlette_app
+from .conftest import ISS, SECRET, Backend, claims
+
+
+def bearer(claims_: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {jwt.encode(claims_, SECRET, algorithm='HS256')}"}
+
+
+def setup(backend: Backend) -> tuple[SignOutMiddleware, TestClient]:
+    middleware = SignOutMiddleware(starlette_app(), key=SECRET, store=backend.make())
+    return middleware, TestClient(middleware, base_url="https://t")
+
+
+def test_revoke_one_token_leaves_its_session(backend: Backend) -> None:
+    middleware, c = setup(backend)
+    token, sibling = claims(jti="a"), claims(jti="b")
+    asyncio.run(middleware.revoker.revoke(token))
+    assert c.get("/me", headers=bearer(token)).status_code == 401
+    assert c.get("/me", headers=bearer(sibling)).status_code == 200
+    assert asyncio.run(middleware.revoker.is_revoked(token)) is True
+    assert asyncio.run(middleware.revoker.is_revoked(sibling)) is False
+
+
+def test_revoke_with_session_kills_the_login(backend: Backend) -> None:
+    middleware, c = setup(backend)
+    asyncio.run(middleware.revoker.revoke(claims(jti="a"), session=True))
+    assert c.get("/me", headers=bearer(claims(jti="b"))).status_code == 401
+
+
+def test_revoke_session_and_user(backend: Backend) -> None:
+    middleware, c = setup(backend)
+    old = int(time.time()) - 10
+    asyncio.run(middleware.revoker.revoke_session(iss=ISS, sid="s-1", sub="alice"))
+    assert c.get("/me", headers=bearer(claims(sid="s-1"))).status_code == 401
+    assert c.get("/me", headers=bearer(claims(sid="s-2", iat=old))).status_code == 200
+    asyncio.run(middleware.revoker.revoke_user(iss=ISS, sub="alice"))
+    assert c.get("/me", headers=bearer(claims(sid="s-2", iat=old))).status_code == 401
+    assert c.get("/me", headers=bearer(claims(sub="bob", iat=old))).status_code == 200
+
+
+def test_revoke_user_at_a_past_moment(backend: Backend) -> None:
+    middleware, c = setup(backend)
+    now = int(time.time())
+    asyncio.run(middleware.revoker.revoke_user(iss=ISS, sub="alice", at=now - 100))
+    assert c.get("/me", headers=bearer(claims(iat=now - 200, jti="x"))).status_code == 401
+    assert c.get("/me", headers=bearer(claims(iat=now - 50, jti="y"))).status_code == 200
+    with pytest.raises(ValueError, match="future"):
+        asyncio.run(middleware.revoker.revoke_user(iss=ISS, sub="alice", at=now + 100))
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_sync_twins_write_what_the_guard_reads(kind: str, request: pytest.FixtureRequest) -> None:
+    store: Any = MemoryStore()
+    if kind == "redis":
+        from signout import RedisStore
+
+        store = RedisStore(request.getfixturevalue("redis_url"))
+    middleware = SignOutMiddleware(starlette_app(), key=SECRET, store=store)
+    c = TestClient(middleware, base_url="https://t")
+    revoker = middleware.revoker
+    revoker.revoke_sync(claims(jti="a"))
+    revoker.revoke_session_sync(iss=ISS, sid="s-9", sub="alice")
+    revoker.revoke_user_sync(iss=ISS, sub="carol")
+    assert revoker.is_revoked_sync(claims(jti="a")) is True
+    assert revoker.is_revoked_sync(claims(jti="b")) is False
+    assert c.get("/me", headers=bearer(claims(jti="a"))).status_code == 401
+    assert c.get("/me", headers=bearer(claims(jti="c", sid="s-9"))).status_code == 401
+    assert c.get("/me", headers=bearer(claims(sub="carol", iat=int(time.time()) - 5))).status_code == 401
+    assert c.get("/me", headers=bearer(claims(jti="b"))).status_code == 200
+
+
+def test_standalone_revoker_on_the_same_redis(redis_url: str) -> None:
+    c = TestClient(SignOutMiddleware(starlette_app(), key=SECRET, redis_url=redis_url), base_url="https://t")
+    on_call = Revoker(redis_url=redis_url)
+    on_call.revoke_user_sync(iss=ISS, sub="alice")
+    assert c.get("/me", headers=bearer(claims(iat=int(time.time()) - 5))).status_code == 401
+    with pytest.raises(ConfigError) as raised:
+        on_call.revoke_sync(jwt.encode(claims(), SECRET, algorithm="HS256"))
+    assert raised.value.kwarg == "key"
+
+
+def test_standalone_revoker_with_a_key_verifies_token_strings(redis_url: str) -> None:
+    revoker = Revoker(redis_url=redis_url, key=SECRET)
+    token = jwt.encode(claims(jti="z"), SECRET, algorithm="HS256")
+    revoker.revoke_sync(token)
+    assert revoker.is_revoked_sync(token) is True
+    with pytest.raises(TokenError):
+        revoker.revoke_sync(jwt.encode(claims(), "k" * 40, algorithm="HS256"))
+
+
+def test_a_token_with_nothing_to_identify_it_is_refused() -> None:
+    revoker = Revoker(store=MemoryStore())
+    with pytest.raises(InvalidClaim):
+        revoker.revoke_sync(claims(jti=None, sid=None))
+    with pytest.raises(InvalidClaim):
+        revoker.revoke_sync(claims(jti=7))
