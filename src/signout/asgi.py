@@ -12,6 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
+from .audit import OutageLog
 from .config import build_settings
 from .core import Engine
 from .errors import ConfigError, StoreError
@@ -56,6 +57,7 @@ class SignOutMiddleware:
         self._timeout = settings.store_timeout
         # The embedded store answers without waiting: no deadline to arm.
         self._bounded = not isinstance(chosen, MemoryStore)
+        self._outage = OutageLog()
         #: Revoke tokens, sessions and users from app code, on this middleware's store.
         self.revoker = Revoker.for_settings(settings, chosen)
 
@@ -94,7 +96,7 @@ class SignOutMiddleware:
                     else:
                         rows = await self.store.fetch(step.lookups, step.now)
                 except (StoreError, asyncio.TimeoutError) as exc:
-                    log.warning("signout: revocation check failed: %s", exc or type(exc).__name__)
+                    self._outage.warn(exc)
                     step = step.resume(None)
                 else:
                     step = step.resume(rows)

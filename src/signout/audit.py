@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -68,3 +69,28 @@ class Auditor:
             except Exception:
                 # An audit sink that fails must not turn a logout into a 500.
                 log.exception("signout: the on_event callback raised; the event was still logged")
+
+
+class OutageLog:
+    """Logs a failing store check at most once per ``every`` seconds, with a count.
+
+    During an outage every guarded request fails the same way; one line per
+    request would bury the logs (and the 503s already say it to clients).
+    """
+
+    def __init__(self, every: float = 10.0) -> None:
+        self._every = every
+        self._next = 0.0
+        self._skipped = 0
+
+    def warn(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._skipped += 1
+            return
+        log.warning(
+            "signout: revocation check failed (%s); %d more failures since the last report",
+            str(exc) or type(exc).__name__,
+            self._skipped,
+        )
+        self._next, self._skipped = now + self._every, 0
