@@ -18,6 +18,7 @@ from .answers import Answers
 from .audit import AuditEvent, Auditor, ids
 from .config import Settings
 from .csrf import cross_site
+from .endpoint import revocation_endpoint
 from .errors import MalformedToken, TokenError
 from .http import Answer, BadAuthorization, Request, bearer_token, cookies, origin_of, path_matches, query_param
 from .layout import Write
@@ -56,8 +57,6 @@ class Engine:
                 if request.method != "OPTIONS":
                     return Respond(self.answers.logout_all_method)
             elif path == s.revoke_path and s.clients:
-                from .endpoint import revocation_endpoint  # the endpoint is optional; keep it out of the hot import
-
                 return revocation_endpoint(self, request)
         for prefix in s.exclude_paths:
             if path_matches(request.path, prefix):
