@@ -57,3 +57,24 @@ class RawApp:
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"raw ok"})
+
+
+def wsgi_app() -> Any:
+    """The same routes as ``starlette_app``, as a plain WSGI callable."""
+    import json
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
+        body: object
+        if path in ("/me", "/auth/refresh") and method in ("GET", "POST"):
+            body = {"claims": environ.get(CLAIMS_KEY), "saw_authorization": "HTTP_AUTHORIZATION" in environ}
+        elif path in ("/health", "/auth/logout"):
+            body = {"ok": True}
+        else:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"Not Found"]
+        data = json.dumps(body).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    return app

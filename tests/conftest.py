@@ -129,21 +129,31 @@ def root() -> Path:
 class Backend:
     """One kind of store, with a way to build it and to count what it holds."""
 
-    def __init__(self, name: str, make: Callable[[], Any], count: Callable[[], int], keys: Callable[[], list[bytes]]):
+    def __init__(
+        self,
+        name: str,
+        make: Callable[[], Any],
+        count: Callable[[], int],
+        keys: Callable[[], list[bytes]],
+        make_sync: Callable[[], Any] | None = None,
+    ):
         self.name = name
         self.make = make
+        self.make_sync = make_sync or make
         self.count = count
         self.keys = keys
 
 
-def _redis_backend(name: str, make: Callable[[], Any], sync: redis.Redis) -> Backend:
+def _redis_backend(
+    name: str, make: Callable[[], Any], sync: redis.Redis, make_sync: Callable[[], Any] | None = None
+) -> Backend:
     def keys() -> list[bytes]:
         return list(sync.scan_iter(match=b"*"))
 
     def count() -> int:
         return sum(int(sync.hlen(k)) for k in keys())
 
-    return Backend(name, make, count, keys)
+    return Backend(name, make, count, keys, make_sync)
 
 
 @pytest.fixture(params=["memory", "fakeredis", "redis"])
@@ -172,9 +182,90 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
         server = fakeredis.FakeServer()
         sync = fakeredis.FakeRedis(server=server)
-        yield _redis_backend("fakeredis", lambda: RedisStore(lambda: fakeredis.FakeAsyncRedis(server=server)), sync)
+        yield _redis_backend(
+            "fakeredis",
+            lambda: RedisStore(lambda: fakeredis.FakeAsyncRedis(server=server)),
+            sync,
+            lambda: RedisStore(fakeredis.FakeRedis(server=server)),
+        )
     else:
         url = request.getfixturevalue("redis_url")
         real = redis.Redis.from_url(url)
         yield _redis_backend("redis", lambda: RedisStore(url), real)
         real.close()
+
+
+def make_client(adapter: str, backend: Backend, base_url: str) -> Callable[..., Any]:
+    """A factory of HTTP clients for the app wrapped by one adapter on one backend."""
+    import httpx
+    from starlette.testclient import TestClient
+
+    from signout import SignOutMiddleware, SignOutWSGIMiddleware
+
+    from .apps import starlette_app, wsgi_app
+
+    def build(**kwargs: Any) -> Any:
+        kwargs.setdefault("key", SECRET)
+        if adapter == "asgi":
+            middleware = SignOutMiddleware(starlette_app(), store=backend.make(), **kwargs)
+            # No "with": every request runs in a fresh event loop, as SPEC section 5 warns.
+            return TestClient(middleware, base_url=base_url)
+        wrapped = SignOutWSGIMiddleware(wsgi_app(), store=backend.make_sync(), **kwargs)
+        return httpx.Client(transport=PEP3333Transport(wrapped), base_url=base_url)  # type: ignore[arg-type]
+
+    return build
+
+
+class PEP3333Transport:
+    """httpx transport into a WSGI app, building the environ as servers do (PEP 3333).
+
+    httpx's own WSGITransport decodes headers as ASCII (so a garbage byte
+    raises in the test, not in the app) and keeps only the last of repeated
+    headers; servers decode latin-1 and join repeats with ", ".
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def handle_request(self, request: Any) -> Any:
+        import io
+
+        import httpx
+
+        request.read()
+        environ: dict[str, Any] = {
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": request.url.scheme,
+            "wsgi.input": io.BytesIO(request.content),
+            "wsgi.errors": io.StringIO(),
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": request.url.path.encode("utf-8").decode("latin-1"),
+            "QUERY_STRING": request.url.query.decode("latin-1"),
+            "SERVER_NAME": request.url.host,
+            "SERVER_PORT": str(request.url.port or 443),
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "REMOTE_PORT": "50000",
+        }
+        for raw_key, raw_value in request.headers.raw:
+            key = raw_key.decode("latin-1").upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = "HTTP_" + key
+            value = raw_value.decode("latin-1")
+            environ[key] = f"{environ[key]}, {value}" if key in environ else value
+        seen: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen["status"], seen["headers"] = status, headers
+            return lambda _: None
+
+        body = b"".join(self.app(environ, start_response))
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in seen["headers"]]
+        return httpx.Response(int(seen["status"].split()[0]), headers=headers, content=body)
+
+    def close(self) -> None:
+        pass

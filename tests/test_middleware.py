@@ -12,7 +12,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from signout import SignOutMiddleware
 
 from .apps import RawApp, starlette_app
-from .conftest import SECRET, Backend, TokenFactory
+from .conftest import SECRET, Backend, TokenFactory, make_client
 
 DELETE_REFRESH = (
     'refresh_token=""; Path=/auth/refresh; Max-Age=0; '
@@ -21,15 +21,15 @@ DELETE_REFRESH = (
 Client = Callable[..., TestClient]
 
 
-@pytest.fixture
-def client(backend: Backend) -> Client:
-    def build(**kwargs: Any) -> TestClient:
-        kwargs.setdefault("key", SECRET)
-        middleware = SignOutMiddleware(starlette_app(), store=backend.make(), **kwargs)
-        # No "with": every request runs in a fresh event loop, as SPEC section 5 warns.
-        return TestClient(middleware, base_url="https://testserver")
+@pytest.fixture(params=["asgi", "wsgi"])
+def client(request: pytest.FixtureRequest, backend: Backend) -> Client:
+    """Every case runs through both adapters: one core, two kinds of I/O."""
+    return make_client(request.param, backend, "https://testserver")
 
-    return build
+
+@pytest.fixture
+def asgi_client(backend: Backend) -> Client:
+    return make_client("asgi", backend, "https://testserver")
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -213,13 +213,13 @@ def test_invalid_token_is_rejected_with_a_bearer_challenge(client: Client, make_
     assert r.headers["www-authenticate"] == 'Bearer error="invalid_token", error_description="Token has expired"'
 
 
-def test_websocket_with_a_valid_token_is_accepted(client: Client, make_token: TokenFactory) -> None:
-    with client().websocket_connect("/ws", headers=bearer(make_token(sub="carol"))) as ws:
+def test_websocket_with_a_valid_token_is_accepted(asgi_client: Client, make_token: TokenFactory) -> None:
+    with asgi_client().websocket_connect("/ws", headers=bearer(make_token(sub="carol"))) as ws:
         assert ws.receive_json()["claims"]["sub"] == "carol"
 
 
-def test_websocket_with_a_revoked_token_is_refused_before_accept(client: Client, make_token: TokenFactory) -> None:
-    c = client()
+def test_websocket_with_a_revoked_token_is_refused_before_accept(asgi_client: Client, make_token: TokenFactory) -> None:
+    c = asgi_client()
     token = make_token()
     assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
     with pytest.raises(WebSocketDenialResponse) as denied, c.websocket_connect("/ws", headers=bearer(token)):

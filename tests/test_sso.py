@@ -7,7 +7,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -15,21 +14,16 @@ from starlette.testclient import TestClient
 from signout import AuditEvent, SignOutMiddleware
 
 from .apps import starlette_app
-from .conftest import ISS, SECRET, Backend, TokenFactory
+from .conftest import ISS, SECRET, Backend, TokenFactory, make_client
 
 Client = Callable[..., TestClient]
 CLIENT_SECRET = "billing-secret-0123456789"
 
 
-@pytest.fixture
-def client(backend: Backend) -> Client:
-    def build(**kwargs: Any) -> TestClient:
-        kwargs.setdefault("key", SECRET)
-        return TestClient(
-            SignOutMiddleware(starlette_app(), store=backend.make(), **kwargs), base_url="https://app.test"
-        )
-
-    return build
+@pytest.fixture(params=["asgi", "wsgi"])
+def client(request: pytest.FixtureRequest, backend: Backend) -> Client:
+    """Every case runs through both adapters: one core, two kinds of I/O."""
+    return make_client(request.param, backend, "https://app.test")
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .asgi import CLAIMS_KEY, SignOutMiddleware
+from .asgi import SignOutMiddleware
 from .audit import AuditEvent
 from .errors import (
     BadSignature,
@@ -20,6 +20,8 @@ from .errors import (
 )
 from .revoker import Revoker
 from .stores.memory import MemoryStore
+from .wiring import CLAIMS_KEY
+from .wsgi import SignOutWSGIMiddleware
 
 if TYPE_CHECKING:
     from .stores.redis import RedisStore
@@ -39,6 +41,7 @@ __all__ = [
     "Revoker",
     "SignOutError",
     "SignOutMiddleware",
+    "SignOutWSGIMiddleware",
     "StoreError",
     "TokenError",
 ]

@@ -7,21 +7,16 @@ Pure ASGI: no Request or Response objects on the hot path; the guard reads
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
-from .audit import OutageLog
-from .config import build_settings
-from .core import Engine
-from .errors import ConfigError, StoreError
+from .errors import StoreError
 from .http import Answer, Request
-from .revoker import Revoker
-from .steps import Commit, Fetch, Pass, Read, Respond, Step
+from .steps import Fetch, Pass, Read, Respond, Step
 from .stores.base import AsyncStore
 from .stores.memory import MemoryStore
-from .stores.resolve import resolve_store
+from .wiring import CLAIMS_KEY, Adapter
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,37 +24,17 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-log = logging.getLogger("signout")
 
-#: The scope key under which the verified claims of the request's token are placed.
-CLAIMS_KEY = "signout.claims"
-
-
-class SignOutMiddleware:
+class SignOutMiddleware(Adapter):
     """Logout routes and a revocation guard for an ASGI app; kwargs in SPEC section 2."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        redis_url: str | None = None,
-        redis: Any = None,
-        store: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        settings = build_settings(**_known(kwargs))
-        chosen = resolve_store(redis_url=redis_url, redis=redis, store=store, timeout=settings.store_timeout)
-        if not isinstance(chosen, AsyncStore):
-            raise ConfigError("store", "an ASGI app needs a store with async fetch() and write()")
-        self.app = app
-        self.store: AsyncStore = chosen
-        self.engine = Engine(settings)
-        self._timeout = settings.store_timeout
+    def __init__(self, app: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(app, kwargs, protocol=AsyncStore, kind="an ASGI app")
+        self.app: ASGIApp = app
+        self.store: AsyncStore = self.raw_store
+        self._timeout = self.settings.store_timeout
         # The embedded store answers without waiting: no deadline to arm.
-        self._bounded = not isinstance(chosen, MemoryStore)
-        self._outage = OutageLog()
-        #: Revoke tokens, sessions and users from app code, on this middleware's store.
-        self.revoker = Revoker.for_settings(settings, chosen)
+        self._bounded = not isinstance(self.store, MemoryStore)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -85,31 +60,23 @@ class SignOutMiddleware:
             await _refuse_websocket(step.answer, scope, send)
 
     async def _drive(self, step: Step, receive: Receive) -> Pass | Respond:
-        """Do the I/O each step asks for; everything else is the engine's."""
-        while True:
+        """Do the I/O each step asks for; every decision is the engine's."""
+        while not isinstance(step, (Pass, Respond)):
             if isinstance(step, Read):
                 step = step.resume(await _read_body(receive, step.limit))
-            elif isinstance(step, Fetch):
-                try:
-                    if self._bounded:
-                        rows = await _bounded(self.store.fetch(step.lookups, step.now), self._timeout)
-                    else:
-                        rows = await self.store.fetch(step.lookups, step.now)
-                except (StoreError, asyncio.TimeoutError) as exc:
-                    self._outage.warn(exc)
-                    step = step.resume(None)
-                else:
+                continue
+            pending = step
+            try:
+                if isinstance(step, Fetch):
+                    call = self.store.fetch(step.lookups, step.now)
+                    rows = await (_bounded(call, self._timeout) if self._bounded else call)
                     step = step.resume(rows)
-            elif isinstance(step, Commit):
-                try:
-                    await _bounded(self.store.write(step.writes, step.now), self._timeout)
-                except (StoreError, asyncio.TimeoutError) as exc:
-                    log.error("signout: revocation NOT recorded: %s", exc or type(exc).__name__)
-                    step = step.resume(False)
                 else:
+                    await _bounded(self.store.write(step.writes, step.now), self._timeout)
                     step = step.resume(True)
-            else:
-                return step
+            except (StoreError, asyncio.TimeoutError) as exc:
+                step = self.failed(pending, exc)
+        return step
 
 
 T = TypeVar("T")
@@ -122,19 +89,6 @@ async def _bounded(call: Awaitable[T], seconds: float) -> T:
         async with asyncio.timeout(seconds):
             return await call
     return await asyncio.wait_for(call, seconds)  # pragma: no cover - Python 3.10
-
-
-def _known(kwargs: dict[str, Any]) -> dict[str, Any]:
-    import inspect
-
-    allowed = set(inspect.signature(build_settings).parameters)
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise ConfigError(
-            unknown[0],
-            f"is not a signout option; known options: {', '.join(sorted(allowed | {'redis_url', 'redis', 'store'}))}",
-        )
-    return kwargs
 
 
 def _peer(client: Any) -> str | None:

@@ -106,6 +106,12 @@ class RedisStore:
             raise ConfigError("redis", f"expected a Redis URL, client or factory, not {type(source).__name__}")
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = weakref.WeakKeyDictionary()
 
+    def serves(self, mode: str) -> bool:
+        """Whether this store can serve ``"async"`` (ASGI) or ``"sync"`` (WSGI) callers."""
+        if mode == "sync":
+            return self._url is not None or self._sync is not None
+        return self._url is not None or self._given is not None or self._factory is not None
+
     # ---- clients -------------------------------------------------------
 
     def _options(self, *, bounded_by_caller: bool) -> dict[str, Any]:

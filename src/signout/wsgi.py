@@ -1,0 +1,104 @@
+"""``SignOutWSGIMiddleware``: signout for WSGI apps (Flask, Django, Falcon), same kwargs and core.
+
+Only the I/O differs from the ASGI adapter: headers come from the environ,
+the body from ``wsgi.input``, and the store is called synchronously (redis-py's
+sync client, whose socket timeout is ``store_timeout``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+
+from .errors import StoreError
+from .http import Answer, Request
+from .steps import Fetch, Pass, Read, Respond, Step
+from .stores.base import SyncStore
+from .wiring import CLAIMS_KEY, Adapter
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+# PEP 3333: these two arrive without the HTTP_ prefix.
+_UNPREFIXED = {"CONTENT_TYPE": b"content-type", "CONTENT_LENGTH": b"content-length"}
+
+
+class SignOutWSGIMiddleware(Adapter):
+    """Logout routes and a revocation guard for a WSGI app; the same kwargs as ``SignOutMiddleware``."""
+
+    def __init__(self, app: WSGIApp, **kwargs: Any) -> None:
+        super().__init__(app, kwargs, protocol=SyncStore, kind="a WSGI app")
+        self.app: WSGIApp = app
+        self.store: SyncStore = self.raw_store
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        step = self._drive(self.engine.start(_request(environ)), environ)
+        if isinstance(step, Pass):
+            if step.token is not None:
+                environ[CLAIMS_KEY] = step.token.claims
+            return self.app(environ, start_response)
+        answer: Answer = step.answer
+        status = f"{answer.status} {HTTPStatus(answer.status).phrase}"
+        start_response(status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.headers])
+        return [answer.body]
+
+    def _drive(self, step: Step, environ: Environ) -> Pass | Respond:
+        """Do the I/O each step asks for; every decision is the engine's."""
+        while not isinstance(step, (Pass, Respond)):
+            if isinstance(step, Read):
+                step = step.resume(_read_body(environ, step.limit))
+                continue
+            pending = step
+            try:
+                # redis-py's socket timeout (store_timeout) bounds each sync call.
+                if isinstance(step, Fetch):
+                    step = step.resume(self.store.fetch_sync(step.lookups, step.now))
+                else:
+                    self.store.write_sync(step.writes, step.now)
+                    step = step.resume(True)
+            except StoreError as exc:
+                step = self.failed(pending, exc)
+        return step
+
+
+def _request(environ: Environ) -> Request:
+    headers = [
+        (_UNPREFIXED.get(key) or key[5:].replace("_", "-").lower().encode("latin-1"), str(value).encode("latin-1"))
+        for key, value in environ.items()
+        if key.startswith("HTTP_") or key in _UNPREFIXED
+    ]
+    # PEP 3333 hands the path over as latin-1 decoded bytes; ASGI as UTF-8. Match ASGI.
+    raw_path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    path = raw_path.encode("latin-1", "replace").decode("utf-8", "replace")
+    peer = environ.get("REMOTE_ADDR")
+    return Request(
+        kind="http",
+        method=environ.get("REQUEST_METHOD", "GET"),
+        path=path,
+        query=environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
+        headers=headers,
+        client=f"{peer}:{environ.get('REMOTE_PORT', '')}".rstrip(":") if peer else None,
+    )
+
+
+def _read_body(environ: Environ, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of body, or ``None`` when it is longer (read no further)."""
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        length = -1
+    if length > limit:
+        return None
+    if length < 0:
+        # No length: reading is only safe where the server marks the stream terminated.
+        if not environ.get("wsgi.input_terminated"):
+            return b""
+        data: bytes = stream.read(limit + 1)
+        return None if len(data) > limit else data
+    body: bytes = stream.read(length)
+    return body
