@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite: lint (ruff), types (mypy --strict), tests (pytest).
-# The tests start their own redis-server on a free loopback port.
+# The tests start their own redis-server on free loopback ports, and drive
+# Debian's Chromium for the browser test; both are installed here if missing.
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh" dev
-if ! command -v redis-server >/dev/null 2>&1; then
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing redis-server (apt-get)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    echo "installing ${missing[*]} (apt-get)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "redis-server is missing: install it (apt-get install redis-server); real-Redis tests need it" >&2
+    echo "missing ${missing[*]}: install them (apt-get install ${missing[*]}); the tests that need them skip, or fail under CI=true" >&2
   fi
 fi
 echo "== ruff"; .venv/bin/ruff check src tests examples benchmarks
