@@ -194,6 +194,13 @@ CONFIG_CASES: list[tuple[dict[str, Any], str]] = [
     ({"issuer": [1]}, "issuer"),
     ({"required_claims": "jti"}, "required_claims"),
     ({"clock": 5}, "clock"),
+    ({"verified_cache_size": -1}, "verified_cache_size"),
+    ({"trusted_origins": ["not an origin"]}, "trusted_origins"),
+    ({"clients": {"a": "short"}}, "clients"),
+    ({"clients": {"a:b": "x" * 20}}, "clients"),
+    ({"revoke_path": "/auth/logout"}, "revoke_path"),
+    ({"max_body_bytes": 10}, "max_body_bytes"),
+    ({"on_event": "log"}, "on_event"),
 ]
 
 
@@ -224,3 +231,43 @@ def test_middleware_refuses_unknown_and_conflicting_kwargs() -> None:
     with pytest.raises(ConfigError) as raised:
         SignOutMiddleware(app, key=SECRET, redis=42)
     assert raised.value.kwarg == "redis"
+
+
+def test_verified_cache_skips_pyjwt_but_still_judges_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = jwt.decode
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    v = verifier(verified_cache_size=2)
+    token = hs(good(exp=int(NOW) + 60))
+    first = v.verify(token, Source.HEADER, NOW)
+    again = v.verify(token, Source.ACCESS_COOKIE, NOW + 1)
+    assert len(calls) == 1
+    assert again.source is Source.ACCESS_COOKIE and again.claims == first.claims
+    with pytest.raises(ExpiredToken):
+        v.verify(token, Source.HEADER, NOW + 60 + 31)  # cached, and still expired on time
+    first.claims["sub"] = "mallory"  # type: ignore[index]
+    assert v.verify(token, Source.HEADER, NOW).sub == "alice"
+    assert v.verify(token, Source.HEADER, NOW).claims["sub"] == "alice"
+
+
+def test_verified_cache_is_bounded_and_never_holds_bad_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    v = verifier(verified_cache_size=2)
+    tokens = [hs(good(jti=f"j{i}")) for i in range(5)]
+    for t in tokens:
+        v.verify(t, Source.HEADER, NOW)
+    assert list(v._cache) == tokens[-2:]
+    for bad in (hs(good(), key="x" * 40), hs(good(exp=int(NOW) - 100, iat=int(NOW) - 200))):
+        with pytest.raises(TokenError):
+            v.verify(bad, Source.HEADER, NOW)
+        assert bad not in v._cache
+
+
+def test_cache_disabled_with_zero() -> None:
+    v = verifier(verified_cache_size=0)
+    v.verify(hs(good()), Source.HEADER, NOW)
+    assert len(v._cache) == 0

@@ -169,6 +169,7 @@ def build_settings(
     clients: Mapping[str, str | bytes] | None = None,
     max_body_bytes: int = 8192,
     on_event: Sink | None = None,
+    verified_cache_size: int = 4096,
     clock: Clock | None = None,
 ) -> Settings:
     """Validate every kwarg; raise ``ConfigError`` naming the first bad one."""
@@ -248,6 +249,8 @@ def build_settings(
     body_limit = int(_seconds("max_body_bytes", max_body_bytes, minimum=256, integral=True))
     if on_event is not None and not callable(on_event):
         raise ConfigError("on_event", "must be a callable taking an AuditEvent")
+    if isinstance(verified_cache_size, bool) or not isinstance(verified_cache_size, int) or verified_cache_size < 0:
+        raise ConfigError("verified_cache_size", "must be a whole number >= 0 (0 disables the cache)")
     if clock is not None and not callable(clock):
         raise ConfigError("clock", "must be a callable returning seconds since the epoch")
     verifier = Verifier(
@@ -258,6 +261,7 @@ def build_settings(
         leeway=leeway_s,
         max_lifetime=lifetime,
         required=required,
+        cache_size=verified_cache_size,
     )
     cookie: dict[str, Any] = {"domain": cookie_domain, "secure": cookie_secure, "samesite": samesite}
     return Settings(

@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -59,8 +60,30 @@ class Token:
     exp: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """What a good signature established about a token; time is judged on every use."""
+
+    claims: Mapping[str, Any]
+    iss: str
+    sub: str | None
+    sid: str | None
+    jti: str | None
+    iat: float | None
+    nbf: float | None
+    exp: float | None
+
+
 class Verifier:
-    """Verifies JWTs against pinned keys and algorithms."""
+    """Verifies JWTs against pinned keys and algorithms.
+
+    With ``cache_size`` > 0, a bounded LRU keyed by the exact token string
+    remembers tokens whose signature and claims verified, so a token seen
+    again skips PyJWT (the costliest part of a guarded request). ``exp``,
+    ``nbf`` and ``iat`` are still judged against the clock on every use, and
+    revocation is still checked on every request by the caller. Keys are fixed
+    at construction, so an entry can never outlive the key that verified it.
+    """
 
     def __init__(
         self,
@@ -72,6 +95,7 @@ class Verifier:
         leeway: float,
         max_lifetime: float,
         required: Sequence[str] = ("exp",),
+        cache_size: int = 0,
     ) -> None:
         self._keys = tuple(keys)
         self._algorithms = frozenset(algorithms)
@@ -89,9 +113,36 @@ class Verifier:
             "verify_iss": issuer is not None,
             "require": [c for c in required if c not in ("exp", "nbf", "iat")],
         }
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, _Verified] = OrderedDict()
 
     def verify(self, raw: str, source: Source, now: float) -> Token:
         """Return the verified token or raise a ``TokenError``."""
+        known = self._cache.get(raw) if self._cache_size else None
+        if known is None:
+            known = self._parse(self._signed_claims(raw))
+            exp = self._timely(known, now)
+            if self._cache_size:
+                self._remember(raw, known)
+        else:
+            exp = self._timely(known, now)
+            try:  # noqa: SIM105 - contextlib.suppress costs more on the hot path
+                self._cache.move_to_end(raw)
+            except KeyError:  # evicted by another thread meanwhile (WSGI)
+                pass
+        # A copy per request: an app that edits its claims must not edit the cache.
+        return Token(source, dict(known.claims), known.iss, known.sub, known.sid, known.jti, known.iat, exp)
+
+    def _remember(self, raw: str, known: _Verified) -> None:
+        cache = self._cache
+        cache[raw] = known
+        while len(cache) > self._cache_size:
+            try:
+                cache.popitem(last=False)
+            except KeyError:
+                break
+
+    def _signed_claims(self, raw: str) -> dict[str, Any]:
         if not raw or len(raw) > MAX_TOKEN_CHARS or raw.count(".") != 2:
             raise MalformedToken()
         if not _TOKEN_CHARS.issuperset(raw.encode("ascii", "replace")):
@@ -104,8 +155,7 @@ class Verifier:
         candidates = [k for k in self._keys if alg in k.algorithms and (k.kid is None or kid is None or k.kid == kid)]
         if not candidates:
             raise BadSignature()
-        claims = self._decode(raw, alg, candidates)
-        return self._check(claims, source, now)
+        return self._decode(raw, alg, candidates)
 
     def _decode(self, raw: str, alg: str, candidates: Sequence[VerificationKey]) -> dict[str, Any]:
         last: TokenError = BadSignature()
@@ -139,12 +189,30 @@ class Verifier:
                 raise MalformedToken() from exc
         raise last
 
-    def _check(self, claims: dict[str, Any], source: Source, now: float) -> Token:
+    def _parse(self, claims: dict[str, Any]) -> _Verified:
+        """Claim types and the checks that do not depend on the time."""
+        for claim in self._required:
+            if claims.get(claim) is None:
+                raise InvalidClaim(claim, "is missing")
+        exp, iat = _number(claims, "exp"), _number(claims, "iat")
+        if exp is not None and iat is not None and exp - iat > self.max_lifetime + self.leeway:
+            raise InvalidClaim("exp", "is further from iat than max_token_lifetime")
+        return _Verified(
+            claims=claims,
+            iss=_string(claims, "iss") or "",
+            sub=_string(claims, "sub"),
+            sid=_string(claims, "sid"),
+            jti=_string(claims, "jti"),
+            iat=iat,
+            nbf=_number(claims, "nbf"),
+            exp=exp,
+        )
+
+    def _timely(self, known: _Verified, now: float) -> float:
+        """Judge the time claims against ``now``; return the expiry to use."""
         leeway = self.leeway
-        exp = _number(claims, "exp")
+        exp = known.exp
         if exp is None:
-            if "exp" in self._required:
-                raise InvalidClaim("exp", "is missing")
             # Without exp, a revocation must outlive every token: cap at the max lifetime.
             exp = now + self.max_lifetime
         elif now > exp + leeway:
@@ -153,27 +221,11 @@ class Verifier:
             # Session and user revocations live max_token_lifetime; a token that
             # outlives them would come back to life, so it is refused instead.
             raise InvalidClaim("exp", "is further away than max_token_lifetime")
-        nbf = _number(claims, "nbf")
-        if nbf is not None and now + leeway < nbf:
+        if known.nbf is not None and now + leeway < known.nbf:
             raise ImmatureToken()
-        iat = _number(claims, "iat")
-        if iat is not None and iat > now + leeway:
+        if known.iat is not None and known.iat > now + leeway:
             raise ImmatureToken("Token was issued in the future")
-        if iat is not None and "exp" in claims and exp - iat > self.max_lifetime + leeway:
-            raise InvalidClaim("exp", "is further from iat than max_token_lifetime")
-        for claim in ("nbf", "iat"):
-            if claim in self._required and claims.get(claim) is None:
-                raise InvalidClaim(claim, "is missing")
-        return Token(
-            source=source,
-            claims=claims,
-            iss=_string(claims, "iss") or "",
-            sub=_string(claims, "sub"),
-            sid=_string(claims, "sid"),
-            jti=_string(claims, "jti"),
-            iat=iat,
-            exp=exp,
-        )
+        return exp
 
 
 def _header(raw: str) -> dict[str, Any]:
