@@ -25,6 +25,7 @@ from redis.retry import Retry
 from ..errors import ConfigError, StoreError
 from ..layout import Lookup, Write
 from .base import Value
+from .batch import Coalescer
 
 MERGE_SCRIPT = """
 local key = KEYS[1]
@@ -84,7 +85,11 @@ class RedisStore:
     """
 
     def __init__(
-        self, source: str | AsyncClient | SyncClient | Callable[[], AsyncClient], *, timeout: float = 0.25
+        self,
+        source: str | AsyncClient | SyncClient | Callable[[], AsyncClient],
+        *,
+        timeout: float = 0.25,
+        coalesce: bool = True,
     ) -> None:
         self._url: str | None = None
         self._factory: Callable[[], AsyncClient] | None = None
@@ -105,6 +110,9 @@ class RedisStore:
         else:
             raise ConfigError("redis", f"expected a Redis URL, client or factory, not {type(source).__name__}")
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = weakref.WeakKeyDictionary()
+        #: Checks started in one loop tick share one pipeline (see ``stores.batch``).
+        self._coalesce = coalesce
+        self._coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer] = weakref.WeakKeyDictionary()
 
     def serves(self, mode: str) -> bool:
         """Whether this store can serve ``"async"`` (ASGI) or ``"sync"`` (WSGI) callers."""
@@ -157,6 +165,15 @@ class RedisStore:
     # ---- async ---------------------------------------------------------
 
     async def fetch(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
+        if not self._coalesce:
+            return await self._fetch_now(lookups)
+        loop = asyncio.get_running_loop()
+        coalescer = self._coalescers.get(loop)
+        if coalescer is None:
+            coalescer = self._coalescers[loop] = Coalescer(self._fetch_now)
+        return await coalescer.fetch(lookups)
+
+    async def _fetch_now(self, lookups: Sequence[Lookup]) -> list[list[Value]]:
         try:
             client = self._client()
             if len(lookups) == 1:

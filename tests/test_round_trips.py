@@ -1,0 +1,110 @@
+"""One store round trip per request, proven by what the real Redis counted (INFO)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis
+
+from signout import RedisStore, SignOutMiddleware
+
+from .apps import RawApp
+from .conftest import SECRET, TokenFactory
+
+
+def counters(client: redis.Redis) -> dict[str, int]:
+    """Calls per command and read events, from one INFO (so it adds one read itself)."""
+    stats: dict[str, Any] = client.info("all")
+    out = {name: int(value["calls"]) for name, value in stats.items() if name.startswith("cmdstat_")}
+    out["reads"] = int(stats["total_reads_processed"])
+    return out
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+
+
+async def guarded(middleware: SignOutMiddleware, tokens: list[str], concurrent: bool) -> list[int]:
+    async def one(token: str) -> int:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/me", "query_string": b"",
+                 "headers": [(b"authorization", f"Bearer {token}".encode())]}  # fmt: skip
+        await middleware(scope, receive, send)
+        return int(sent[0]["status"])
+
+    if concurrent:
+        return list(await asyncio.gather(*(one(t) for t in tokens)))
+    return [await one(t) for t in tokens]
+
+
+def run(
+    redis_url: str, tokens: list[str], *, concurrent: bool, coalesce: bool = True
+) -> tuple[list[int], dict[str, int]]:
+    admin = redis.Redis.from_url(redis_url)
+    middleware = SignOutMiddleware(RawApp(), key=SECRET, store=RedisStore(redis_url, coalesce=coalesce))
+
+    async def main() -> tuple[list[int], dict[str, int]]:
+        await guarded(middleware, tokens[:1], concurrent=False)  # connect (HELLO, CLIENT SETINFO) first
+        before = counters(admin)
+        statuses = await guarded(middleware, tokens, concurrent)
+        return statuses, delta(before, counters(admin))
+
+    try:
+        return asyncio.run(main())
+    finally:
+        admin.close()
+
+
+def test_each_sequential_request_costs_exactly_one_hmget(redis_url: str, make_token: TokenFactory) -> None:
+    tokens = [make_token(sub=f"user-{i}", jti=f"j-{i}") for i in range(20)]
+    statuses, counted = run(redis_url, tokens, concurrent=False)
+    assert statuses == [200] * 20
+    counted.pop("cmdstat_info", None)
+    reads = counted.pop("reads")
+    assert counted == {"cmdstat_hmget": 20}  # no EXISTS, no GET, nothing else
+    assert reads == 20 + 1  # one read per request, plus the INFO that measured it
+
+
+def test_concurrent_checks_in_one_tick_share_one_pipeline(redis_url: str, make_token: TokenFactory) -> None:
+    tokens = [make_token(sub=f"user-{i}", jti=f"j-{i}") for i in range(32)]
+    statuses, counted = run(redis_url, tokens, concurrent=True)
+    assert statuses == [200] * 32
+    assert counted["cmdstat_hmget"] == 32
+    assert counted["reads"] <= 3  # one pipeline (the INFO adds one; a large write may split in two)
+
+
+def test_without_coalescing_each_concurrent_check_is_its_own_round_trip(
+    redis_url: str, make_token: TokenFactory
+) -> None:
+    tokens = [make_token(sub=f"user-{i}", jti=f"j-{i}") for i in range(32)]
+    statuses, counted = run(redis_url, tokens, concurrent=True, coalesce=False)
+    assert statuses == [200] * 32
+    assert counted["reads"] >= 16
+
+
+def test_a_revoked_token_in_a_coalesced_batch_is_still_refused(redis_url: str, make_token: TokenFactory) -> None:
+    from signout import Revoker
+
+    tokens = [make_token(sub=f"user-{i}", jti=f"j-{i}") for i in range(8)]
+    Revoker(redis_url=redis_url, key=SECRET).revoke_sync(tokens[5])
+    statuses, _ = run(redis_url, tokens, concurrent=True)
+    assert statuses == [200] * 5 + [401] + [200] * 2
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_store_outage_during_a_batch_fails_every_request_closed(make_token: TokenFactory, coalesce: bool) -> None:
+    from .conftest import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    middleware = SignOutMiddleware(RawApp(), key=SECRET, store=RedisStore(url, coalesce=coalesce), store_timeout=0.3)
+    tokens = [make_token(sub=f"user-{i}", jti=f"j-{i}") for i in range(8)]
+    assert asyncio.run(guarded(middleware, tokens, concurrent=True)) == [503] * 8
