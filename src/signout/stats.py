@@ -58,17 +58,22 @@ def _collect(client: redis.Redis, prefix: str, now: float, sample: int) -> Stats
         # MATCH is a glob; the length check drops look-alikes such as "<prefix>:{x}:y".
         page = [k for k in page if len(k) == key_length and k.endswith(b"}")]
         pipe = client.pipeline(transaction=False)
-        measured = page[: max(0, sample - sampled)]
-        for key in page:
+        measure = max(0, sample - sampled)
+        for i, key in enumerate(page):
             pipe.hgetall(key)
-        for key in measured:
-            pipe.memory_usage(key)
+            if i < measure:
+                pipe.memory_usage(key)
         # A key of another type under the prefix is not ours: skip its error, don't fail.
-        replies: list[Any] = pipe.execute(raise_on_error=False)
-        for fields in replies[: len(page)]:
+        replies = iter(pipe.execute(raise_on_error=False))
+        for i in range(len(page)):
+            fields: Any = next(replies)
+            size: Any = next(replies) if i < measure else None
             if not isinstance(fields, dict) or not fields:
                 continue  # expired between SCAN and HGETALL, or not a hash
             keys += 1
+            if isinstance(size, int):
+                memory += size
+                sampled += 1
             for name, value in fields.items():
                 parsed = layout.parse(value)
                 if parsed is None or parsed[1] <= now:
@@ -77,10 +82,6 @@ def _collect(client: redis.Redis, prefix: str, now: float, sample: int) -> Stats
                 kind = (name if isinstance(name, str) else name.decode("ascii", "replace"))[:1].lower()
                 if kind in counts:
                     counts[kind] += 1
-        for size in replies[len(page) :]:
-            if isinstance(size, int):
-                memory += size
-                sampled += 1
         if cursor == 0:
             break
     estimated = keys > sampled and sampled > 0

@@ -155,7 +155,8 @@ class RedisStore:
         self._per_loop[loop] = client
         return client
 
-    def _sync_client(self) -> SyncClient:
+    def sync_client(self) -> SyncClient:
+        """The sync client (made from the URL on first use); for WSGI, the CLI and scripts."""
         if self._sync is None:
             if self._url is None:
                 raise StoreError("this RedisStore holds an asyncio client; give a sync client or a URL for WSGI")
@@ -200,7 +201,7 @@ class RedisStore:
 
     def fetch_sync(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
         try:
-            pipe = self._sync_client().pipeline(transaction=False)
+            pipe = self.sync_client().pipeline(transaction=False)
             for lookup in lookups:
                 pipe.execute_command("HMGET", lookup.key, *lookup.fields)
             return [list(r) for r in pipe.execute()]
@@ -209,7 +210,7 @@ class RedisStore:
 
     def write_sync(self, writes: Sequence[Write], now: float) -> None:
         try:
-            pipe = self._sync_client().pipeline(transaction=False)
+            pipe = self.sync_client().pipeline(transaction=False)
             for w in writes:
                 pipe.eval(MERGE_SCRIPT, 1, w.key, *_args(w, now))
             pipe.execute()

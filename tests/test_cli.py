@@ -1,0 +1,335 @@
+"""The ``signout`` command line, against the real redis-server, proven through the middleware.
+
+Each subprocess costs ~0.3 s, so the effects an operator relies on run as
+``python -m signout``; error paths and variants call ``main()`` in process.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+import signout
+from signout.cli import main
+from signout.stats import collect
+
+from .apps import starlette_app
+from .conftest import ISS, SECRET, TokenFactory, claims, free_port
+
+pytestmark = pytest.mark.redis
+
+
+def cli(*args: str, url: str | None, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {"PATH": os.environ.get("PATH", ""), **env}
+    if url is not None:
+        environ["REDIS_URL"] = url
+    return subprocess.run(
+        [sys.executable, "-m", "signout", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+        check=False,
+    )
+
+
+def signout_token() -> str:
+    return jwt.encode(claims(), SECRET, algorithm="HS256")
+
+
+def guarded(url: str) -> TestClient:
+    return TestClient(signout.SignOutMiddleware(starlette_app(), key=SECRET, redis_url=url), base_url="https://t")
+
+
+def status(client: TestClient, token: str) -> int:
+    code: int = client.get("/me", headers={"Authorization": f"Bearer {token}"}).status_code
+    return code
+
+
+def in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str, stdin: str = ""
+) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- effects, through the middleware --------------------------------------------------------
+
+
+def test_revoke_user_logs_the_user_out_everywhere(redis_url: str, make_token: TokenFactory) -> None:
+    app = guarded(redis_url)
+    phone, laptop = make_token(sid="s-1", jti="j-1"), make_token(sid="s-2", jti="j-2")
+    bob = make_token(sub="bob", sid="s-3", jti="j-3")
+    assert [status(app, t) for t in (phone, laptop, bob)] == [200, 200, 200]
+
+    done = cli("revoke-user", "alice", "--iss", ISS, url=redis_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"revoked: every token of sub 'alice' (iss '{ISS}') issued at or before 20")
+    assert done.stderr == ""
+    assert [status(app, t) for t in (phone, laptop, bob)] == [401, 401, 200]
+    # A login after the cutoff works again.
+    assert status(app, make_token(sid="s-4", jti="j-4", iat=int(time.time()) + 2)) == 200
+
+
+def test_revoke_session_needs_sub_when_the_tokens_carry_one(redis_url: str, make_token: TokenFactory) -> None:
+    app = guarded(redis_url)
+    access, refresh = make_token(sid="s-1", jti="j-1"), make_token(sid="s-1", jti="j-2")
+    other = make_token(sid="s-2", jti="j-3")
+
+    missed = cli("revoke-session", "s-1", "--iss", ISS, url=redis_url)
+    assert missed.returncode == 0
+    assert "no --sub" in missed.stderr
+    assert status(app, access) == 200  # stored in the session's own bucket: these tokens never look there
+
+    done = cli("revoke-session", "s-1", "--sub", "alice", "--iss", ISS, url=redis_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"revoked: every token of session 's-1' of sub 'alice' (iss '{ISS}')\n"
+    assert [status(app, t) for t in (access, refresh, other)] == [401, 401, 200]
+
+
+def test_revoke_token_from_stdin(redis_url: str, make_token: TokenFactory) -> None:
+    app = guarded(redis_url)
+    token, sibling = make_token(sid="s-1", jti="j-1"), make_token(sid="s-1", jti="j-2")
+    done = cli("revoke-token", "-", url=redis_url, stdin=token + "\n", SIGNOUT_KEY=SECRET)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"revoked: token jti 'j-1' of sub 'alice' (iss '{ISS}')\n"
+    assert token not in done.stdout + done.stderr
+    assert [status(app, token), status(app, sibling)] == [401, 200]
+
+
+def test_revoke_token_by_ids(redis_url: str, make_token: TokenFactory) -> None:
+    app = guarded(redis_url)
+    exp = int(time.time()) + 600
+    token, sibling = make_token(jti="j-9", exp=exp), make_token(jti="j-10", exp=exp)
+    args = ("revoke-token", "--jti", "j-9", "--exp", str(exp), "--sub", "alice", "--iss", ISS)
+    done = cli(*args, url=redis_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"revoked: token jti 'j-9' of sub 'alice' (iss '{ISS}')\n"
+    assert [status(app, token), status(app, sibling)] == [401, 200]
+
+
+def test_revoke_token_with_session_in_process(
+    redis_url: str, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("SIGNOUT_KEY", SECRET)
+    app = guarded(redis_url)
+    token, refresh = make_token(sid="s-1", jti="j-1"), make_token(sid="s-1", jti="j-2")
+    code, out, err = in_process(monkeypatch, capsys, "revoke-token", "--session", stdin=f"Bearer {token}")
+    assert (code, err) == (0, "")
+    assert out == f"revoked: token jti 'j-1' and every token of session 's-1' of sub 'alice' (iss '{ISS}')\n"
+    assert [status(app, token), status(app, refresh)] == [401, 401]
+
+
+def test_check(redis_url: str, make_token: TokenFactory) -> None:
+    exp = int(time.time()) + 600
+    revoked, live = make_token(jti="j-1", exp=exp), make_token(jti="j-2", exp=exp)
+    signout.Revoker(redis_url=redis_url).revoke_sync(claims(jti="j-1", exp=exp))
+
+    answers = [cli("check", url=redis_url, stdin=t, SIGNOUT_KEY=SECRET) for t in (revoked, live, "not.a.token")]
+    assert [a.returncode for a in answers] == [1, 0, 3]
+    assert answers[0].stdout.splitlines()[:5] == [
+        "revoked",
+        f"  iss  '{ISS}'",
+        "  sub  'alice'",
+        "  sid  's-1'",
+        "  jti  'j-1'",
+    ]
+    assert answers[0].stdout.splitlines()[-1].endswith(f"({exp})")
+    assert answers[1].stdout.startswith("not revoked\n")
+    assert answers[2].stdout == "invalid: Token is malformed\n"
+    for answer, token in zip(answers, (revoked, live), strict=False):
+        assert token not in answer.stdout + answer.stderr
+    assert guarded(redis_url).get("/me", headers={"Authorization": f"Bearer {revoked}"}).status_code == 401
+
+
+def test_check_refuses_a_forged_token_without_echoing_it(
+    redis_url: str, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("SIGNOUT_KEY", SECRET)
+    forged = make_token(key="another-secret-of-at-least-32-bytes!!")
+    code, out, err = in_process(monkeypatch, capsys, "check", forged)
+    assert (code, out) == (3, "invalid: Token signature is invalid\n")
+    assert forged not in out + err
+    expired = make_token(iat=int(time.time()) - 900, exp=int(time.time()) - 600)
+    code, out, _ = in_process(monkeypatch, capsys, "revoke-token", stdin=expired)
+    assert code == 3
+
+
+def test_stats_counts_live_entries(redis_url: str, redis_client: redis.Redis) -> None:
+    now = int(time.time())
+    revoker = signout.Revoker(redis_url=redis_url)
+    revoker.revoke_user_sync(sub="alice", iss=ISS)
+    revoker.revoke_session_sync(sid="s-2", iss=ISS, sub="bob")
+    revoker.revoke_sync({"iss": ISS, "sub": "carol", "jti": "j-1", "exp": now + 600})
+    revoker.revoke_sync({"iss": ISS, "jti": "lonely", "exp": now + 600})
+    user_key = next(k for k in redis_client.scan_iter() if redis_client.hexists(k, "u"))
+    redis_client.hset(user_key, "jstale", "5")  # expired, not yet pruned
+    redis_client.set("signout:{" + "x" * 22 + "}", "not a bucket")
+    redis_client.hset("other:{" + "y" * 22 + "}", "u", f"1:{now + 600}")
+
+    done = cli("stats", "--json", url=redis_url)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert {k: stats[k] for k in ("users", "sessions", "tokens", "keys", "expired", "memory_estimated")} == {
+        "users": 1,
+        "sessions": 1,
+        "tokens": 2,
+        "keys": 4,
+        "expired": 1,
+        "memory_estimated": False,
+    }
+    assert stats["memory_bytes"] > 0
+    assert stats["memory_sampled"] == 4
+
+
+def test_stats_text_and_estimate(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    revoker = signout.Revoker(redis_url=redis_url)
+    for n in range(12):
+        revoker.revoke_user_sync(sub=f"user-{n}", iss=ISS)
+    exact = collect(redis_client, "signout", time.time())
+    sampled = collect(redis_client, "signout", time.time(), sample=5)
+    assert (exact.keys, exact.users, exact.memory_estimated, exact.memory_sampled) == (12, 12, False, 12)
+    assert (sampled.keys, sampled.users, sampled.memory_estimated, sampled.memory_sampled) == (12, 12, True, 5)
+    assert abs(sampled.memory_bytes - exact.memory_bytes) <= exact.memory_bytes // 4
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    code, out, _ = in_process(monkeypatch, capsys, "stats")
+    assert code == 0
+    assert "users logged out everywhere  12\n" in out
+    assert "bucket keys                  12\n" in out
+
+
+# ---- failures: exit codes, one line, nothing secret ------------------------------------------
+
+
+def test_help_documents_the_exit_codes() -> None:
+    done = cli("--help", url=None)
+    assert done.returncode == 0
+    for line in ("exit codes:", "  1  check: the token is revoked", "  4  the store is unreachable or failed"):
+        assert line in done.stdout
+    assert "REDIS_URL" in done.stdout
+
+
+def test_no_redis_url_is_a_usage_error() -> None:
+    done = cli("revoke-user", "alice", url=None)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "set REDIS_URL" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_unreachable_store(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    done = cli("revoke-user", "alice", "--iss", ISS, url=closed)
+    assert done.returncode == 4
+    assert done.stderr.startswith("signout: redis write failed: ConnectionError")
+    assert len(done.stderr.splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+    monkeypatch.setenv("REDIS_URL", closed)
+    monkeypatch.setenv("SIGNOUT_KEY", SECRET)
+    token = signout_token()
+    for argv in (["stats"], ["check"], ["revoke-session", "s-1", "--sub", "alice"]):
+        code, out, err = in_process(monkeypatch, capsys, *argv, stdin=token)
+        assert code == 4, argv
+        assert len(err.splitlines()) == 1
+        assert token not in out + err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["revoke-token", "--jti", "j-1"], "--jti needs --exp"),
+        (["revoke-token", "--jti", "j-1", "--exp", "2000000000", "tok"], "either a token or --jti"),
+        (["revoke-token", "--sub", "alice"], "go with --jti"),
+        (["revoke-token", "--jti", "j-1", "--exp", "1795271731000"], "milliseconds instead of seconds?"),
+        (["revoke-user", "alice", "--at", "2999-01-01T00:00:00Z"], "--at is in the future"),
+        (["revoke-user", "alice", "--at", "2020-01-01T00:00:00"], "has no time zone"),
+        (["revoke-user", "alice", "--at", "yesterday"], "neither epoch seconds nor an ISO 8601 time"),
+        (["revoke-user", "alice", "--prefix", "a{b}"], "--prefix: must be"),
+        (["revoke-user", "alice", "--max-token-lifetime", "5"], "--max-token-lifetime: must be at least"),
+        (["revoke-user", "alice", "--redis-url", "http://localhost"], "--redis-url"),
+        (["revoke-session", ""], "may not be empty"),
+        (["check", "--algorithm", "none"], "--algorithm:"),
+        (["check", "--key-file", "/nonexistent/key"], "cannot read --key-file"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_usage_errors(
+    argv: list[str],
+    message: str,
+    redis_url: str,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("SIGNOUT_KEY", SECRET)
+    code, out, err = in_process(monkeypatch, capsys, *argv, stdin=signout_token())
+    assert code == 2
+    assert message in err
+    assert SECRET not in out + err
+    assert redis_client.dbsize() == 0
+
+
+def test_key_problems_never_print_the_key(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.delenv("SIGNOUT_KEY", raising=False)
+    token = signout_token()
+    code, out, err = in_process(monkeypatch, capsys, "check", stdin=token)
+    assert (code, out) == (2, "")
+    assert "set SIGNOUT_KEY" in err
+
+    monkeypatch.setenv("APP_KEY", "short-secret-value")
+    code, out, err = in_process(monkeypatch, capsys, "check", "--key-env", "APP_KEY", stdin=token)
+    assert code == 2
+    assert "needs at least 32 bytes" in err
+    assert "short-secret-value" not in out + err
+
+    key_file = tmp_path / "key"
+    key_file.write_text(SECRET + "\n")  # as `echo $SECRET > key` writes it
+    code, out, _ = in_process(monkeypatch, capsys, "check", "--key-file", str(key_file), stdin=token)
+    assert (code, out.splitlines()[0]) == (0, "not revoked")
+
+
+def test_revoke_token_edge_cases(
+    redis_url: str,
+    redis_client: redis.Redis,
+    make_token: TokenFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("SIGNOUT_KEY", SECRET)
+    anonymous = make_token(sid=None, jti=None)
+    code, _, err = in_process(monkeypatch, capsys, "revoke-token", stdin=anonymous)
+    assert code == 2
+    assert "neither jti nor sid" in err
+    assert "revoke-user 'alice'" in err
+
+    code, out, _ = in_process(monkeypatch, capsys, "revoke-token", "--jti", "j-1", "--exp", "1000", "--iss", ISS)
+    assert code == 0
+    assert out.startswith("nothing to revoke: the token expired at 1970-01-01T00:16:40Z")
+    assert redis_client.dbsize() == 0
+
+    code, _, _ = in_process(monkeypatch, capsys, "revoke-token", stdin="")
+    assert code == 2
