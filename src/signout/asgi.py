@@ -15,7 +15,6 @@ from .errors import StoreError
 from .http import Answer, Request
 from .steps import Fetch, Pass, Read, Respond, Step
 from .stores.base import AsyncStore
-from .stores.memory import MemoryStore
 from .wiring import CLAIMS_KEY, Adapter
 
 Scope = MutableMapping[str, Any]
@@ -33,8 +32,6 @@ class SignOutMiddleware(Adapter):
         self.app: ASGIApp = app
         self.store: AsyncStore = self.raw_store
         self._timeout = self.settings.store_timeout
-        # The embedded store answers without waiting: no deadline to arm.
-        self._bounded = not isinstance(self.store, MemoryStore)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -69,7 +66,8 @@ class SignOutMiddleware(Adapter):
             try:
                 if isinstance(step, Fetch):
                     call = self.store.fetch(step.lookups, step.now)
-                    rows = await (_bounded(call, self._timeout) if self._bounded else call)
+                    # A store answering from memory (embedded, or a mirror in sync) needs no deadline.
+                    rows = await (call if getattr(self.store, "in_sync", False) else _bounded(call, self._timeout))
                     step = step.resume(rows)
                 else:
                     await _bounded(self.store.write(step.writes, step.now), self._timeout)

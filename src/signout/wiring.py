@@ -25,7 +25,7 @@ log = logging.getLogger("signout")
 #: Where the verified claims of the request's token are put: the ASGI scope, the WSGI environ.
 CLAIMS_KEY = "signout.claims"
 
-_STORE_KWARGS = frozenset({"redis_url", "redis", "store"})
+_STORE_KWARGS = frozenset({"redis_url", "redis", "store", "local_mirror"})
 _SETTINGS_KWARGS = frozenset(inspect.signature(build_settings).parameters)
 
 
@@ -49,6 +49,8 @@ def wire(kwargs: dict[str, Any], *, protocol: type, kind: str) -> Wiring:
         redis=kwargs.get("redis"),
         store=kwargs.get("store"),
         timeout=settings.store_timeout,
+        local_mirror=kwargs.get("local_mirror", False),
+        prefix=settings.key_prefix,
     )
     mode = "async" if protocol is AsyncStore else "sync"
     serves = getattr(store, "serves", None)

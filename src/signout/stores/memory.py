@@ -21,9 +21,12 @@ class MemoryStore:
     does not. Fine for development, tests and single-process apps.
     """
 
-    def __init__(self) -> None:
+    #: Answers from memory, never waits: the adapters arm no deadline around it.
+    in_sync = True
+
+    def __init__(self, *, warn: bool = True) -> None:
         global _warned
-        if not _warned:
+        if warn and not _warned:
             _warned = True
             log.warning(
                 "signout: using MemoryStore; revocations are seen by this process only "
@@ -62,6 +65,15 @@ class MemoryStore:
 
     async def write(self, writes: Sequence[Write], now: float) -> None:
         self.write_sync(writes, now)
+
+    def replace_sync(self, key: str, fields: dict[bytes, bytes], now: float) -> None:
+        """Make bucket ``key`` hold exactly ``fields`` (a mirror copying Redis)."""
+        with self._lock:
+            self._keep(key, dict(fields), now)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._buckets.clear()
 
     def _keep(self, key: str, fields: dict[bytes, bytes], now: float) -> None:
         """Drop expired fields; the bucket lives as long as its latest field."""

@@ -30,13 +30,14 @@ from .batch import Coalescer
 MERGE_SCRIPT = """
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
+local channel = ARGV[2]
 local function parse(v)
   local a, b = string.match(v, '^(%-?%d+):(%-?%d+)$')
   if a then return tonumber(a), tonumber(b) end
   local e = tonumber(v)
   return e, e
 end
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
   local old = redis.call('HGET', key, f)
   if old then
@@ -64,6 +65,10 @@ for i = 1, #all, 2 do
 end
 if latest > now then
   redis.call('EXPIRE', key, latest - now + 1)
+end
+-- Tell local mirrors (stores.mirror) which bucket changed; they re-read it.
+if channel ~= '' then
+  redis.call('PUBLISH', channel, key)
 end
 return latest
 """
@@ -225,8 +230,14 @@ class RedisStore:
             await client.aclose()
 
 
-def _args(write: Write, now: float) -> list[bytes | int]:
-    args: list[bytes | int] = [int(now)]
+def changes_channel(prefix: str) -> str:
+    """The pub/sub channel every write announces its bucket on."""
+    return f"{prefix}:changes"
+
+
+def _args(write: Write, now: float) -> list[bytes | int | str]:
+    # Every bucket key starts with "<prefix>:{", so the channel follows from it.
+    args: list[bytes | int | str] = [int(now), changes_channel(write.key.partition(":{")[0])]
     for name, value in write.fields:
         args += [name, value]
     return args
