@@ -1,6 +1,7 @@
 """A small Starlette app wrapped in SignOutMiddleware: login, rotating refresh, /me.
 
 Run it:  uvicorn examples.app:app --port 8000   (REDIS_URL=redis://... to use Redis)
+and open http://127.0.0.1:8000/ for a minimal page: login, call /me, refresh, logout.
 
 Login issues a short-lived access token (returned in JSON) and a refresh token
 in an HttpOnly cookie on ``Path=/auth/refresh``; both carry the same ``sid``,
@@ -13,13 +14,15 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 import jwt
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from signout import CLAIMS_KEY, SignOutMiddleware
 
@@ -27,6 +30,18 @@ DEMO_SECRET = "signout-demo-secret-change-me-0123456789"  # a real app reads thi
 ISSUER = "https://demo.signout.invalid"
 ACCESS_SECONDS = 300
 REFRESH_SECONDS = 7 * 24 * 3600
+STATIC = Path(__file__).resolve().parent / "static"
+# The page loads its script and style from /static only: an injected inline
+# script could read the in-memory access token, so none is allowed to run.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
 
 
 def _issue(sub: str, sid: str, kind: str, lifetime: int, secret: str) -> str:
@@ -91,8 +106,13 @@ def create_app(*, secret: str = DEMO_SECRET, redis_url: str | None = None, secur
             )
         return JSONResponse({"sub": claims["sub"], "sid": claims["sid"]})
 
+    async def page(request: Request) -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
     inner = Starlette(
         routes=[
+            Route("/", page),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
             Route("/auth/login", login, methods=["POST"]),
             Route("/auth/refresh", refresh, methods=["POST"]),
             Route("/me", me),

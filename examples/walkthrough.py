@@ -28,8 +28,9 @@ def free_port() -> int:
 
 
 def serve(port: int, redis_url: str | None) -> uvicorn.Server:
-    # Plain HTTP on loopback, so the demo's cookies are not Secure (a client
-    # would not send them back over http); a deployed app keeps the default.
+    # Plain HTTP on loopback, so the demo's cookies are not Secure: httpx's
+    # cookie jar would not send them back over http (Chromium would: it treats
+    # loopback as secure; tests/test_browser.py runs with Secure cookies).
     app = create_app(redis_url=redis_url, secure_cookies=False)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
