@@ -220,7 +220,7 @@ def test_middleware_refuses_unknown_and_conflicting_kwargs() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None: ...
 
     with pytest.raises(ConfigError) as raised:
-        SignOutMiddleware(app, key=SECRET, logout_pth="/x")
+        SignOutMiddleware(app, key=SECRET, logout_pth="/x")  # type: ignore[call-arg]
     assert raised.value.kwarg == "logout_pth"
     with pytest.raises(ConfigError) as raised:
         SignOutMiddleware(app, key=SECRET, redis_url="redis://x", store=object())

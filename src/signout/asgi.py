@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import StoreError
 from .http import Answer, Request
+from .options import Options
 from .steps import Fetch, Pass, Read, Respond, Step
 from .stores.base import AsyncStore
 from .wiring import CLAIMS_KEY, Adapter
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,8 +31,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class SignOutMiddleware(Adapter):
     """Logout routes and a revocation guard for an ASGI app; kwargs in SPEC section 2."""
 
-    def __init__(self, app: ASGIApp, **kwargs: Any) -> None:
-        super().__init__(app, kwargs, protocol=AsyncStore, kind="an ASGI app")
+    def __init__(self, app: ASGIApp, **kwargs: Unpack[Options]) -> None:
+        super().__init__(app, dict(kwargs), protocol=AsyncStore, kind="an ASGI app")
         self.app: ASGIApp = app
         self.store: AsyncStore = self.raw_store
         self._timeout = self.settings.store_timeout

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
 from .http import Answer, Request
+from .options import Options
 from .steps import Fetch, Pass, Read, Respond, Step
 from .stores.base import SyncStore
 from .wiring import CLAIMS_KEY, Adapter
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -28,8 +32,8 @@ _UNPREFIXED = {"CONTENT_TYPE": b"content-type", "CONTENT_LENGTH": b"content-leng
 class SignOutWSGIMiddleware(Adapter):
     """Logout routes and a revocation guard for a WSGI app; the same kwargs as ``SignOutMiddleware``."""
 
-    def __init__(self, app: WSGIApp, **kwargs: Any) -> None:
-        super().__init__(app, kwargs, protocol=SyncStore, kind="a WSGI app")
+    def __init__(self, app: WSGIApp, **kwargs: Unpack[Options]) -> None:
+        super().__init__(app, dict(kwargs), protocol=SyncStore, kind="a WSGI app")
         self.app: WSGIApp = app
         self.store: SyncStore = self.raw_store
 
