@@ -370,3 +370,14 @@ def test_rs256_middleware_refuses_an_hs256_token_signed_with_its_public_key(back
     assert r.json()["message"] == "Token algorithm is not allowed"
     assert c.post("/auth/logout", headers=bearer(forged)).status_code == 200
     assert backend.count() == 0
+
+
+def test_lifespan_shutdown_closes_the_store(redis_url: str, make_token: TokenFactory) -> None:
+    from signout import RedisStore
+
+    store = RedisStore(redis_url)
+    middleware = SignOutMiddleware(starlette_app(), key=SECRET, store=store)
+    with TestClient(middleware) as c:  # runs lifespan startup and shutdown
+        assert c.get("/me", headers=bearer(make_token())).status_code == 200
+        assert len(store._per_loop) == 1
+    assert len(store._per_loop) == 0

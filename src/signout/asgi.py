@@ -40,7 +40,7 @@ class SignOutMiddleware(Adapter):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, self._closing(send) if kind == "lifespan" else send)
             return
         request = Request(
             kind=kind,
@@ -59,6 +59,22 @@ class SignOutMiddleware(Adapter):
             await _send_http(step.answer, send)
         else:
             await _refuse_websocket(step.answer, scope, send)
+
+    def _closing(self, send: Send) -> Send:
+        """``send`` that closes the store's connections once the app has shut down."""
+
+        async def closing(message: Message) -> None:
+            if message.get("type") == "lifespan.shutdown.complete":
+                await self.aclose()
+            await send(message)
+
+        return closing
+
+    async def aclose(self) -> None:
+        """Close the connections signout opened (called on lifespan shutdown)."""
+        closer = getattr(self.store, "aclose", None)
+        if closer is not None:
+            await closer()
 
     async def _drive(self, step: Step, receive: Receive) -> Pass | Respond:
         """Do the I/O each step asks for; every decision is the engine's."""

@@ -64,8 +64,13 @@ class MirrorStore:
                 self._thread.start()
 
     def close(self) -> None:
+        """Stop following (the thread ends within ``ping_every``); checks go to Redis directly."""
         self._stop.set()
         self._ready.clear()
+
+    async def aclose(self) -> None:
+        self.close()
+        await self.redis.aclose()
 
     def wait_in_sync(self, timeout: float) -> bool:
         self.start()

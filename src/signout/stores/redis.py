@@ -229,6 +229,12 @@ class RedisStore:
         if client is not None:
             await client.aclose()
 
+    def close(self) -> None:
+        """Close the sync client, if this store made it from a URL."""
+        if self._url is not None and self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
 
 def changes_channel(prefix: str) -> str:
     """The pub/sub channel every write announces its bucket on."""
