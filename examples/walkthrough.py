@@ -1,4 +1,4 @@
-"""Walk through a real logout over real HTTP: login, /me, logout, /me, refresh.
+"""Walk through a real logout over real HTTP: login, /me, logout, /me, refresh; then single sign-out.
 
 Starts the example app under uvicorn on a free loopback port (embedded store,
 or Redis when REDIS_URL is set) and prints each step. Exits non-zero if any
@@ -74,9 +74,23 @@ def main() -> int:
             replay.cookies.set("refresh_token", old_refresh or "", path="/auth/refresh")
             with replay:
                 step(5, "POST /auth/refresh with the old refresh cookie", replay.post("/auth/refresh"), 401)
+        print("single sign-out: two devices, one 'log out everywhere'")
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base) as laptop, httpx.Client(base_url=base) as phone:
+            devices = {}
+            for n, (name, device) in enumerate((("laptop", laptop), ("phone", phone)), start=6):
+                r = device.post("/auth/login", json={"username": "bob", "password": "demo"})
+                step(n, f"POST /auth/login (bob, {name})", r, 200)
+                devices[name] = {"Authorization": f"Bearer {r.json().get('access_token', '')}"}
+            step(8, "GET /me on the phone", phone.get("/me", headers=devices["phone"]), 200)
+            step(
+                9, "GET /auth/logout-all on the laptop", laptop.get("/auth/logout-all", headers=devices["laptop"]), 200
+            )
+            step(10, "GET /me on the phone again", phone.get("/me", headers=devices["phone"]), 401)
+            step(11, "POST /auth/refresh with the phone's cookie", phone.post("/auth/refresh"), 401)
     finally:
         server.should_exit = True
-    print("all five steps behaved as promised" if not failures else f"{failures} step(s) misbehaved")
+    print("every step behaved as promised" if not failures else f"{failures} step(s) misbehaved")
     return 1 if failures else 0
 
 

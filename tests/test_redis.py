@@ -146,8 +146,14 @@ def test_walkthrough_runs_against_redis(redis_url: str, root: Any) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    steps = [line for line in result.stdout.splitlines() if re.match(r"^\d\. ", line)]
+    steps = [line for line in result.stdout.splitlines() if re.match(r"^\d+\. ", line)]
     assert [line.split("->")[1].split()[:2] for line in steps] == [
+        ["200", "ok"],
+        ["200", "ok"],
+        ["200", "ok"],
+        ["401", "ok"],
+        ["401", "ok"],
+        ["200", "ok"],
         ["200", "ok"],
         ["200", "ok"],
         ["200", "ok"],
