@@ -140,7 +140,7 @@ async def _send_http(answer: Answer, send: Send) -> None:
 async def _refuse_websocket(answer: Answer, scope: Scope, send: Send) -> None:
     # Refuse before accept. With the ASGI "websocket.http.response" extension
     # the client gets our real 401/503; without it the server answers 403.
-    if "websocket.http.response" in scope.get("extensions", {}):
+    if "websocket.http.response" in (scope.get("extensions") or {}):
         await send({"type": "websocket.http.response.start", "status": answer.status, "headers": list(answer.headers)})
         await send({"type": "websocket.http.response.body", "body": answer.body})
     else:

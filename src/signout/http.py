@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
@@ -64,25 +65,29 @@ class BadAuthorization(Exception):
 
 
 def bearer_token(headers: Headers) -> str | None:
-    """The token of an ``Authorization: Bearer`` header (RFC 6750 section 2.1).
+    """The token of an ``Authorization: Bearer`` credential (RFC 6750 section 2.1).
 
-    ``None`` when there is no Authorization header or it uses another scheme
-    (Basic is not ours to judge). Raises ``BadAuthorization`` for a Bearer
-    header without a usable token, or for several Authorization headers,
-    which a proxy and an app might read differently.
+    ``None`` when no credential uses the Bearer scheme (Basic is not ours to
+    judge). Reads the header the way the loosest app might: any whitespace
+    after the scheme, and several credentials joined by commas (a WSGI server
+    joins repeated headers so). Raises ``BadAuthorization`` for a Bearer
+    credential without a usable token, or for more than one Bearer
+    credential, which a proxy and an app might pick differently.
     """
-    values = header_values(headers, b"authorization")
-    if not values:
-        return None
-    if len(values) > 1:
+    found: list[bytes] = []
+    malformed = False
+    for value in header_values(headers, b"authorization"):
+        for credential in value.split(b","):
+            parts = credential.split()
+            if not parts or parts[0].lower() != b"bearer":
+                continue
+            if len(parts) != 2:
+                malformed = True
+            else:
+                found.append(parts[1])
+    if malformed or len(found) > 1:
         raise BadAuthorization()
-    scheme, _, rest = values[0].strip().partition(b" ")
-    if scheme.lower() != b"bearer":
-        return None
-    token = rest.strip()
-    if not token or b" " in token:
-        raise BadAuthorization()
-    return token.decode("latin-1")
+    return found[0].decode("latin-1") if found else None
 
 
 def cookies(headers: Headers, name: str) -> list[str]:
@@ -99,11 +104,25 @@ def cookies(headers: Headers, name: str) -> list[str]:
         for pair in value.split(b";"):
             key, sep, val = pair.partition(b"=")
             if sep and key.strip() == wanted:
-                val = val.strip()
-                if len(val) >= 2 and val[:1] == b'"' and val[-1:] == b'"':
-                    val = val[1:-1]
-                found.append(val.decode("latin-1"))
+                found.append(_unquote(val.strip().decode("latin-1")))
     return found
+
+
+_ESCAPE = re.compile(r"\\(?:([0-3][0-7][0-7])|(.))")
+
+
+def _unquote(value: str) -> str:
+    """Read a cookie value as Python's ``http.cookies`` (and so Starlette, Werkzeug) do.
+
+    A quoted value may hide ``\\056`` escapes; reading it any other way would let
+    a token the app decodes slip past the guard as "malformed".
+    """
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        return value
+    inner = value[1:-1]
+    if "\\" not in inner:
+        return inner
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)) if m.group(1) else m.group(2), inner)
 
 
 def query_param(query: bytes, name: str) -> list[str]:
@@ -181,7 +200,7 @@ def origin_of(url: str) -> str | None:
     URLs with credentials, backslashes or control characters have no origin
     here: browsers and servers disagree on how to read them (open redirects).
     """
-    if any(c in url for c in "\\\r\n\t\0"):
+    if "\\" in url or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         return None
     try:
         parts = urlsplit(url)

@@ -26,8 +26,10 @@ class Policy:
     max_token_lifetime: int
 
     def session_expiry(self, now: float) -> int:
-        # Any token of the login (its refresh token included) can live this long.
-        return math.ceil(now) + self.max_token_lifetime + self.leeway
+        # How long any token of the login (its refresh token included) can still be
+        # accepted: issued up to now (+ leeway, a clock running ahead), with exp up to
+        # max_token_lifetime (+ leeway) later, and accepted until exp + leeway.
+        return math.ceil(now) + self.max_token_lifetime + 2 * self.leeway
 
 
 def fields_of(token: Token) -> list[bytes]:

@@ -120,7 +120,14 @@ class Verifier:
         """Return the verified token or raise a ``TokenError``."""
         known = self._cache.get(raw) if self._cache_size else None
         if known is None:
-            known = self._parse(self._signed_claims(raw))
+            try:
+                known = self._parse(self._signed_claims(raw))
+            except TokenError:
+                raise
+            except Exception as exc:
+                # Whatever else a hostile token makes PyJWT or json raise is a
+                # malformed token, never a 500 (SPEC section 6).
+                raise MalformedToken() from exc
             exp = self._timely(known, now)
             if self._cache_size:
                 self._remember(raw, known)
@@ -131,7 +138,7 @@ class Verifier:
             except KeyError:  # evicted by another thread meanwhile (WSGI)
                 pass
         # A copy per request: an app that edits its claims must not edit the cache.
-        return Token(source, dict(known.claims), known.iss, known.sub, known.sid, known.jti, known.iat, exp)
+        return Token(source, _copy(known.claims), known.iss, known.sub, known.sid, known.jti, known.iat, exp)
 
     def _remember(self, raw: str, known: _Verified) -> None:
         cache = self._cache
@@ -191,7 +198,9 @@ class Verifier:
 
     def _parse(self, claims: dict[str, Any]) -> _Verified:
         """Claim types and the checks that do not depend on the time."""
-        for claim in self._required:
+        for claim in ("exp", *self._required):
+            # exp is always required: a token without one would outlive any
+            # revocation, which lives max_token_lifetime at most.
             if claims.get(claim) is None:
                 raise InvalidClaim(claim, "is missing")
         exp, iat = _number(claims, "exp"), _number(claims, "iat")
@@ -212,10 +221,8 @@ class Verifier:
         """Judge the time claims against ``now``; return the expiry to use."""
         leeway = self.leeway
         exp = known.exp
-        if exp is None:
-            # Without exp, a revocation must outlive every token: cap at the max lifetime.
-            exp = now + self.max_lifetime
-        elif now > exp + leeway:
+        assert exp is not None  # _parse requires it
+        if now > exp + leeway:
             raise ExpiredToken()
         elif exp - now > self.max_lifetime + leeway:
             # Session and user revocations live max_token_lifetime; a token that
@@ -228,6 +235,19 @@ class Verifier:
         return exp
 
 
+def _copy(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy deep enough that editing it (``claims["roles"].append(...)``) leaves the cache alone."""
+    return {k: _copy_value(v) for k, v in claims.items()}
+
+
+def _copy_value(value: Any) -> Any:
+    if type(value) is dict:
+        return {k: _copy_value(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy_value(v) for v in value]
+    return value  # str, int, float, bool, None: immutable
+
+
 def _header(raw: str) -> dict[str, Any]:
     """The JOSE header, read only to pick a key; PyJWT checks it again in ``decode``.
 
@@ -237,7 +257,7 @@ def _header(raw: str) -> dict[str, Any]:
     segment = raw[: raw.index(".")]
     try:
         header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, binascii.Error) as exc:
+    except (ValueError, binascii.Error, RecursionError) as exc:  # RecursionError: "[[[[..." 5,000 deep
         raise MalformedToken() from exc
     if not isinstance(header, dict):
         raise MalformedToken()

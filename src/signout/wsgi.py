@@ -69,7 +69,10 @@ class SignOutWSGIMiddleware(Adapter):
 
 def _request(environ: Environ) -> Request:
     headers = [
-        (_UNPREFIXED.get(key) or key[5:].replace("_", "-").lower().encode("latin-1"), str(value).encode("latin-1"))
+        (
+            _UNPREFIXED.get(key) or key[5:].replace("_", "-").lower().encode("latin-1"),
+            str(value).encode("latin-1", "replace"),
+        )
         for key, value in environ.items()
         if key.startswith("HTTP_") or key in _UNPREFIXED
     ]

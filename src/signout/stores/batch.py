@@ -48,12 +48,12 @@ class Coalescer:
         batch.lookups.extend(lookups)
         mine = len(batch.lookups)
         try:
-            await asyncio.sleep(0)  # let the rest of this tick join
-        finally:
-            self._open = None
-        try:
+            try:
+                await asyncio.sleep(0)  # let the rest of this tick join
+            finally:
+                self._open = None
             rows = await self._send(batch.lookups)
-        except BaseException as exc:
+        except BaseException as exc:  # cancelled in the sleep or the send: fail the joiners too
             failure = exc if isinstance(exc, StoreError) else StoreError("the batch's leader gave up")
             for _, _, future in batch.followers:
                 if not future.done():

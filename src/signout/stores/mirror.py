@@ -128,16 +128,24 @@ class MirrorStore:
             self._copy_all(client)
             self.resyncs += 1
             self._ready.set()
-            last_ping = time.monotonic()
+            last_ping = last_pong = time.monotonic()
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=self._ping_every / 2)
                 if pubsub.connects != seen:
                     raise StoreError("the subscription was dropped and silently renewed")
-                if message is not None and message.get("type") == "message":
-                    self._refresh(client, message["data"])
-                if time.monotonic() - last_ping >= self._ping_every:
-                    pubsub.ping()  # a dead connection raises here, at the latest
-                    last_ping = time.monotonic()
+                now = time.monotonic()
+                if message is not None:
+                    if message.get("type") == "message":
+                        self._refresh(client, message["data"])
+                    elif message.get("type") == "pong":
+                        last_pong = now
+                if now - last_pong > 2 * self._ping_every:
+                    # A network that drops packets without closing the socket
+                    # raises nothing: only a missing PONG tells.
+                    raise StoreError(f"no PONG for {now - last_pong:.1f} s")
+                if now - last_ping >= self._ping_every:
+                    pubsub.ping()
+                    last_ping = now
         finally:
             self._ready.clear()
             pubsub.close()

@@ -19,6 +19,7 @@ from typing import Any, Union
 
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -31,6 +32,10 @@ MERGE_SCRIPT = """
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local channel = ARGV[2]
+-- Prune and set the TTL by the earlier of the writer's and the server's clocks:
+-- a writer whose clock runs ahead must not shorten anyone's revocations.
+local server_now = tonumber(redis.call('TIME')[1])
+if server_now < now then now = server_now end
 local function parse(v)
   local a, b = string.match(v, '^(%-?%d+):(%-?%d+)$')
   if a then return tonumber(a), tonumber(b) end
@@ -109,7 +114,7 @@ class RedisStore:
         elif isinstance(source, (aredis.Redis, aredis.RedisCluster)):
             self._given = source
         elif isinstance(source, (redis.Redis, redis.RedisCluster)):
-            self._sync = source
+            self._sync = _with_timeout(source, timeout)
         elif callable(source):
             self._factory = source
         else:
@@ -132,7 +137,8 @@ class RedisStore:
         # failover). The ASGI adapter bounds every call with store_timeout, so
         # the async client needs no per-read timeout of its own (each one arms
         # another asyncio timer); the sync client has nothing else to stop it.
-        options: dict[str, Any] = {"socket_connect_timeout": self._timeout, "retry": Retry(NoBackoff(), 1)}
+        retry = _async_retry() if bounded_by_caller else _retry()
+        options: dict[str, Any] = {"socket_connect_timeout": self._timeout, "retry": retry}
         if not bounded_by_caller:
             options["socket_timeout"] = self._timeout
         return options
@@ -247,6 +253,36 @@ def _args(write: Write, now: float) -> list[bytes | int | str]:
     for name, value in write.fields:
         args += [name, value]
     return args
+
+
+def _with_timeout(client: SyncClient, timeout: float) -> SyncClient:
+    """A sync client bounded by ``store_timeout``: nothing else stops a WSGI worker waiting on Redis.
+
+    A plain ``redis.Redis`` is re-pooled (same server, credentials and options)
+    with ``store_timeout`` as its socket timeout and one quick reconnect: redis-py
+    8's default retries a timeout ten times with backoff, close to a minute
+    against a silent server. Any other client (Cluster, Sentinel) is used as
+    given: set its timeouts and retries yourself.
+    """
+    if type(client) is not redis.Redis or type(client.connection_pool) is not redis.ConnectionPool:
+        return client
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": timeout, "retry": _retry()}
+    if kwargs.get("socket_connect_timeout") is None:
+        kwargs["socket_connect_timeout"] = timeout
+    fresh = redis.ConnectionPool(connection_class=pool.connection_class, max_connections=pool.max_connections, **kwargs)
+    return redis.Redis(connection_pool=fresh)
+
+
+def _async_retry() -> AsyncRetry:
+    # redis.asyncio needs its own Retry class: a sync one silently never retries there.
+    return AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+
+
+def _retry() -> Retry:
+    # One immediate retry, of connection errors only: it reconnects a connection
+    # the server dropped (restart, failover); a timeout retried would double the wait.
+    return Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
 
 
 def _clone(client: AsyncClient) -> AsyncClient:

@@ -1,0 +1,249 @@
+"""Regressions for the review of the first release: each test pins one hole, now closed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from signout import SignOutMiddleware, SignOutWSGIMiddleware, StoreError
+from signout.config import build_settings
+from signout.errors import InvalidClaim
+from signout.layout import Lookup
+from signout.stores.batch import Coalescer
+from signout.tokens import Source
+
+from .apps import starlette_app, wsgi_app
+from .conftest import NOW, SECRET, Backend, TokenFactory, free_port, make_client
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def client(request: pytest.FixtureRequest, backend: Backend) -> Any:
+    return make_client(request.param, backend, "https://app.test")
+
+
+def test_a_deeply_nested_header_is_malformed_not_a_500(client: Any) -> None:
+    token = f"{b64(b'[' * 5000)}.e30.x"
+    for path, method in (("/me", "GET"), ("/auth/logout", "POST"), ("/auth/logout-all", "POST")):
+        r = client().request(
+            method, path, headers={"Authorization": f"Bearer {token}", "Cookie": f"refresh_token={token}"}
+        )
+        assert r.status_code < 500
+
+
+@pytest.mark.parametrize("form", ["Bearer\t{t}", "Bearer   {t}", "Basic Zm9vOmJhcg==, Bearer {t}", "bearer {t}"])
+def test_a_revoked_token_is_found_however_the_header_spells_bearer(
+    client: Any, make_token: TokenFactory, form: str
+) -> None:
+    c = client()
+    token = make_token()
+    assert c.post("/auth/logout", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert c.get("/me", headers={"Authorization": form.format(t=token)}).status_code == 401
+
+
+def test_two_bearer_credentials_in_one_header_are_refused(client: Any, make_token: TokenFactory) -> None:
+    r = client().get("/me", headers={"Authorization": f"Bearer {make_token()}, Bearer {make_token(jti='x')}"})
+    assert r.status_code == 401
+
+
+def test_a_revoked_token_hidden_in_a_quoted_escaped_cookie_is_refused(client: Any, make_token: TokenFactory) -> None:
+    c = client(access_cookie="access_token", on_invalid_token="pass")
+    token = make_token()
+    assert c.post("/auth/logout", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    hidden = '"' + token.replace(".", "\\056") + '"'
+    assert c.get("/me", headers={"Cookie": f"access_token={hidden}"}).status_code == 401
+
+
+@pytest.mark.parametrize("target", ["https://app.example/\x0b", "https://app.example/\x7f", "https://app.example/ x"])
+def test_return_to_with_a_control_character_is_refused(client: Any, target: str) -> None:
+    c = client(allowed_redirects=["https://app.example"])
+    r = c.post("/auth/logout", params={"return_to": target}, follow_redirects=False)
+    assert r.status_code == 400
+    assert "location" not in r.headers
+
+
+def test_exp_is_required_even_when_required_claims_is_given(make_token: TokenFactory) -> None:
+    verifier = build_settings(key=SECRET, required_claims=["jti"], clock=lambda: NOW).verifier
+    import jwt
+
+    token = jwt.encode({"sub": "a", "jti": "j", "iat": int(NOW)}, SECRET, algorithm="HS256")
+    with pytest.raises(InvalidClaim, match="exp"):
+        verifier.verify(token, Source.HEADER, NOW)
+
+
+def test_editing_nested_claims_does_not_edit_the_cache() -> None:
+    import jwt
+
+    verifier = build_settings(key=SECRET, clock=lambda: NOW).verifier
+    token = jwt.encode({"sub": "a", "roles": ["user"], "exp": int(NOW) + 60}, SECRET, algorithm="HS256")
+    first = verifier.verify(token, Source.HEADER, NOW)
+    first.claims["roles"].append("admin")
+    assert verifier.verify(token, Source.HEADER, NOW).claims["roles"] == ["user"]
+
+
+def test_a_wsgi_header_beyond_latin1_is_not_a_crash(make_token: TokenFactory) -> None:
+    app = SignOutWSGIMiddleware(wsgi_app(), key=SECRET)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/me", "HTTP_X_NAME": "€", "wsgi.input": None}
+    seen: list[str] = []
+    body = app(environ, lambda status, headers, exc_info=None: seen.append(status))
+    assert seen == ["200 OK"] and b"claims" in b"".join(body)
+
+
+def test_a_websocket_scope_with_extensions_none_is_refused_not_crashed(make_token: TokenFactory) -> None:
+    middleware = SignOutMiddleware(starlette_app(), key=SECRET)
+    sent: list[Any] = []
+
+    async def go() -> None:
+        async def receive() -> Any:
+            return {"type": "websocket.connect"}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "websocket",
+            "path": "/ws",
+            "headers": [(b"authorization", b"Bearer x.y.z")],
+            "extensions": None,
+        }
+        await middleware(scope, receive, send)
+
+    asyncio.run(go())
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+def test_followers_fail_when_the_batch_leader_is_cancelled() -> None:
+    async def slow_send(lookups: Any) -> list[list[Any]]:
+        await asyncio.sleep(10)
+        return []
+
+    async def go() -> tuple[BaseException | None, BaseException | None]:
+        coalescer = Coalescer(slow_send)
+        leader = asyncio.ensure_future(coalescer.fetch([Lookup("k", (b"u",))]))
+        follower = asyncio.ensure_future(coalescer.fetch([Lookup("k2", (b"u",))]))
+        await asyncio.sleep(0)  # the leader opens the batch and yields; the follower joins it
+        leader.cancel()  # cancelled in its sleep(0), before it sends anything
+        done, _ = await asyncio.wait([leader, follower], timeout=2)
+        assert follower in done, "the follower was left waiting"
+        return (None if leader.cancelled() else leader.exception()), follower.exception()
+
+    _, follower_error = asyncio.run(go())
+    assert isinstance(follower_error, StoreError)
+
+
+# ---- a network that swallows packets without closing the socket ----------------
+
+
+class FreezableProxy:
+    """TCP proxy to Redis on loopback; ``freeze()`` stops forwarding but keeps sockets open."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port = free_port()
+        self.target = target_port
+        self.frozen = threading.Event()
+        self.stopped = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        self.server.settimeout(0.1)
+        self.sockets: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                downstream, _ = self.server.accept()
+            except OSError:
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [downstream, upstream]
+            for a, b in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        src.settimeout(0.1)
+        while not self.stopped.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            while self.frozen.is_set() and not self.stopped.is_set():
+                time.sleep(0.05)  # swallow: hold the bytes, send nothing, close nothing
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    def close(self) -> None:
+        self.stopped.set()
+        for s in self.sockets:
+            s.close()
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Iterator[FreezableProxy]:
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    p = FreezableProxy(port)
+    yield p
+    p.close()
+
+
+def test_a_mirror_on_a_silent_network_stops_answering_from_memory(
+    proxy: FreezableProxy, make_token: TokenFactory
+) -> None:
+    from signout.stores.mirror import MirrorStore
+
+    middleware = SignOutMiddleware(
+        starlette_app(), key=SECRET, redis_url=f"redis://127.0.0.1:{proxy.port}/0", local_mirror=True
+    )
+    store = middleware.store
+    assert isinstance(store, MirrorStore)
+    try:
+        assert store.wait_in_sync(5)
+        proxy.freeze()
+        start = time.monotonic()
+        while store.in_sync:
+            assert time.monotonic() - start < 4, "the mirror never noticed the silent network"
+            time.sleep(0.02)
+        r = TestClient(middleware, base_url="https://t").get("/me", headers={"Authorization": f"Bearer {make_token()}"})
+        assert r.status_code == 503  # not an answer from a copy that may be stale
+    finally:
+        store.close()
+
+
+def test_wsgi_with_a_client_without_timeouts_still_answers_within_store_timeout(
+    proxy: FreezableProxy, make_token: TokenFactory
+) -> None:
+    given = redis.Redis(port=proxy.port)  # no socket_timeout: a WSGI worker could hang forever
+    app = make_wsgi(given)
+    proxy.freeze()
+    start = time.monotonic()
+    r = app.get("/me", headers={"Authorization": f"Bearer {make_token()}"})
+    assert r.status_code == 503
+    assert time.monotonic() - start < 1.5
+
+
+def make_wsgi(client: redis.Redis) -> Any:
+    import httpx
+
+    from .conftest import PEP3333Transport
+
+    wrapped = SignOutWSGIMiddleware(wsgi_app(), key=SECRET, redis=client, store_timeout=0.25)
+    return httpx.Client(transport=PEP3333Transport(wrapped), base_url="https://t")  # type: ignore[arg-type]
