@@ -22,6 +22,7 @@ own TTL is the latest expiry of its fields.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ def _digest(*parts: str) -> str:
     return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode("ascii")
 
 
+@functools.lru_cache(maxsize=8192)  # the guard asks again for every request of a user
 def bucket_key(prefix: str, iss: str, sub: str | None, sid: str | None, jti: str | None) -> str | None:
     """The bucket of a token: its user's, else its session's, else its own."""
     if sub is not None:
@@ -68,6 +70,7 @@ def bucket_key(prefix: str, iss: str, sub: str | None, sid: str | None, jti: str
     return f"{prefix}:{{{tag}}}"
 
 
+@functools.lru_cache(maxsize=8192)
 def _id_field(kind: bytes, value: str) -> bytes:
     data = value.encode("utf-8", "surrogatepass")
     if len(data) <= _MAX_RAW_ID:
