@@ -2,23 +2,34 @@
 
 No HTTP server: every variant is an ASGI callable awaited directly on one
 asyncio loop with a prebuilt ``GET /me`` scope carrying ``Authorization: Bearer
-<HS256 token>`` (claims sub, sid, jti, iat, exp). Variants, all over one bare app
+<token>`` (claims iss, sub, sid, jti, iat, exp). Variants, all over one bare app
 that answers 200 "ok":
 
 * ``bare``            the app alone: the baseline.
-* ``signout-memory``  ``SignOutMiddleware(app, key=SECRET, store=MemoryStore())``.
-* ``signout-redis``   ``SignOutMiddleware(app, key=SECRET, redis_url=...)`` on a private redis-server.
+* ``signout-memory``  ``SignOutMiddleware(app, key=..., store=MemoryStore())``.
+* ``signout-redis``   ``SignOutMiddleware(app, key=..., redis_url=...)`` on a private redis-server
+                      (checks jti, sid and user-wide cutoff in one HMGET; concurrent checks coalesce).
+* ``signout-mirror``  the same with ``local_mirror=True``, in sync before timing (no Redis trip per check).
 * ``hand-written``    the pure-ASGI guard people paste: ``jwt.decode`` + ``EXISTS denylist:<jti>``.
-* ``tutorial``        the same logic as a Starlette ``BaseHTTPMiddleware`` over a one-route Starlette
-                      app; its overhead is taken against ``bare-starlette`` (that app alone).
+* ``bare-starlette``  a one-route Starlette app: the tutorial guard's baseline.
+* ``tutorial``        the hand-written logic as a Starlette ``BaseHTTPMiddleware`` over that app.
+
+Modes: one token reused (signout's verified-claims cache hits), or ``--fresh``:
+a pool of more distinct tokens than that cache holds (made before timing),
+walked in order by each variant, so no check ever hits the cache. ``--alg
+RS256``: signout gets the PEM public key, the other guards the same PEM.
+``--concurrent``: ``asyncio.gather`` of 32 requests at a time; reported as
+requests/s. ``--all`` runs {reused, fresh} x {HS256, RS256} x {sequential,
+32-concurrent} and ends with one table of the targets, PASS/MISS beside each.
 
 Rounds are interleaved (every variant in turn, starting one later each round)
 so drift hits all alike. us/request is the median over rounds of each batch's
-mean; overhead is that minus the baseline's. A ratio below 1.00x means signout
-adds less than the guard it is compared with. Redis rows include a loopback
-round trip to a redis-server on this machine; min..max shows the noise.
+mean; overhead is that minus the variant's bare app. A ratio is the median over
+rounds of that round's ratio (its two batches ran within a second of each
+other), so a slow spell of the machine does not tilt it. A ratio below 1.00x
+means signout adds less than the guard it is compared with.
 
-    python benchmarks/bench_guard.py [--seconds N] [--rounds R] [--quick] [--fresh]
+    python benchmarks/bench_guard.py [--quick] [--fresh] [--alg RS256] [--concurrent] [--all]
 """
 
 from __future__ import annotations
@@ -26,266 +37,355 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
+import functools
 import logging
-import shutil
-import socket
-import statistics
-import subprocess
-import sys
+import threading
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
-import jwt
-import redis
 import redis.asyncio as aredis
-import starlette
-from starlette.applications import Starlette
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from _common import (
+    FRESH_POOL,
+    WIDTH,
+    ASGIApp,
+    Cycle,
+    HandWrittenGuard,
+    Keys,
+    Scope,
+    StealMeter,
+    TutorialGuard,
+    bare_app,
+    call,
+    http_scope,
+    keys_for,
+    make_claims,
+    make_token,
+    median,
+    redis_server,
+    redis_url,
+    rotations,
+    run_concurrent,
+    run_sequential,
+    signout_kwargs,
+    starlette_app,
+    verdict,
+    versions,
+)
 
 import signout
+from signout.stores.mirror import MirrorStore
 from signout.stores.redis import RedisStore
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Variants = dict[str, tuple[ASGIApp, str | None]]  # name -> (app, name of its baseline or None)
-
-SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
-SCOPE: dict[str, Any] = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1"}
-SCOPE |= {"method": "GET", "scheme": "http", "path": "/me", "raw_path": b"/me", "root_path": "", "query_string": b""}
-SCOPE |= {"server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000)}
-REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
+#: Each variant's baseline (variants absent here are baselines).
+BASELINE = {
+    "signout-memory": "bare",
+    "signout-redis": "bare",
+    "signout-mirror": "bare",
+    "hand-written": "bare",
+    "tutorial": "bare-starlette",
+}
+Runner = Callable[[ASGIApp, Sequence[Scope]], Awaitable[float]]
 
 
-async def bare_app(scope: Scope, receive: Receive, send: Send) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"ok"})
+@dataclass(frozen=True)
+class Config:
+    fresh: bool
+    alg: str
+    width: int  # 1: sequential
+
+    @property
+    def label(self) -> str:
+        mode = "fresh" if self.fresh else "reused"
+        return f"{self.alg} {mode} {'sequential' if self.width == 1 else f'{self.width}-concurrent'}"
 
 
-async def receive() -> Message:
-    return REQUEST
+@dataclass
+class Result:
+    config: Config
+    samples: dict[str, list[float]] = field(default_factory=dict)  # us/request of each round
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def us(self, name: str) -> float | None:
+        return median(self.samples[name]) if name in self.samples else None
+
+    def overhead(self, name: str) -> float | None:
+        mine, base = self.us(name), self.us(BASELINE.get(name, ""))
+        return None if mine is None or base is None else mine - base
+
+    def rps(self, name: str) -> float | None:
+        us = self.us(name)
+        return None if us is None else 1e6 / us
+
+    def _round_overheads(self, name: str) -> list[float]:
+        base = self.samples[BASELINE[name]]
+        return [mine - bare for mine, bare in zip(self.samples[name], base, strict=True)]
+
+    def overhead_ratio(self, a: str, b: str) -> float | None:
+        """Median over rounds of a's overhead / b's in that round (measured within a second of each other)."""
+        if a not in self.samples or b not in self.samples:
+            return None
+        pairs = zip(self._round_overheads(a), self._round_overheads(b), strict=True)
+        ratios = [x / y for x, y in pairs if y > 0]
+        return median(ratios) if ratios else None
+
+    def rps_ratio(self, a: str, b: str) -> float | None:
+        """Median over rounds of a's requests/s / b's in that round."""
+        if a not in self.samples or b not in self.samples:
+            return None
+        return median([y / x for x, y in zip(self.samples[a], self.samples[b], strict=True)])
 
 
-async def deny(send: Send) -> None:
-    await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": b'{"detail":"Unauthorized"}'})
+# ---- the variants ---------------------------------------------------------------------------
 
 
-class HandWrittenGuard:
-    """A typical pasted pure-ASGI guard: decode the bearer token, check a Redis denylist."""
-
-    def __init__(self, app: ASGIApp, client: aredis.Redis) -> None:
-        self.app = app
-        self.redis = client
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            auth = dict(scope["headers"]).get(b"authorization", b"")
-            if not auth.startswith(b"Bearer "):
-                return await deny(send)
-            try:
-                claims = jwt.decode(auth[7:].decode(), SECRET, algorithms=["HS256"])
-            except jwt.InvalidTokenError:
-                return await deny(send)
-            if await self.redis.exists(f"denylist:{claims['jti']}"):
-                return await deny(send)
-            scope["claims"] = claims
-        await self.app(scope, receive, send)
-
-
-class TutorialGuard(BaseHTTPMiddleware):
-    """The same logic the way most tutorials write it."""
-
-    def __init__(self, app: ASGIApp, client: aredis.Redis) -> None:
-        super().__init__(app)
-        self.redis = client
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        auth = request.headers.get("authorization", "")
-        if not auth.startswith("Bearer "):
-            return JSONResponse({"detail": "Not authenticated"}, status_code=401)
-        try:
-            claims = jwt.decode(auth[7:], SECRET, algorithms=["HS256"])
-        except jwt.InvalidTokenError:
-            return JSONResponse({"detail": "Invalid token"}, status_code=401)
-        if await self.redis.exists(f"denylist:{claims['jti']}"):
-            return JSONResponse({"detail": "Token revoked"}, status_code=401)
-        request.state.claims = claims
-        return await call_next(request)
-
-
-async def me(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("ok")
-
-
-class Sink:
-    """The ``send`` of the requests: keeps the last request's messages, counts non-200 answers."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.not_ok = 0
-
-    async def send(self, message: Message) -> None:
-        self.messages.append(message)
-        if message["type"] == "http.response.start" and message["status"] != 200:
-            self.not_ok += 1
-
-
-def make_scope() -> Scope:
-    """``GET /me`` with a fresh bearer token, valid for 10 minutes."""
-    now = int(time.time())
-    claims = {"sub": "user-42", "sid": "session-7", "jti": uuid.uuid4().hex, "iat": now, "exp": now + 600}
-    token = jwt.encode(claims, SECRET, algorithm="HS256")
-    return {**SCOPE, "headers": [(b"authorization", b"Bearer " + token.encode())]}
-
-
-async def run_batch(app: ASGIApp, scopes: list[Scope]) -> float:
-    """Mean microseconds per request over ``scopes`` (each copied, as a server makes a new one)."""
-    sink = Sink()
-    send = sink.send
-    gc.collect()
-    start = time.perf_counter_ns()
-    for scope in scopes:
-        sink.messages.clear()
-        await app(dict(scope), receive, send)
-    elapsed = time.perf_counter_ns() - start
-    if sink.not_ok:
-        raise RuntimeError(f"{sink.not_ok} of {len(scopes)} requests were not answered 200")
-    return elapsed / len(scopes) / 1000
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[int | None]:
-    """A private redis-server on a free loopback port, stopped on exit; ``None`` if not installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        print("note: redis-server not found; skipping the signout-redis, hand-written and tutorial rows")
-        yield None
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with redis.Redis(port=port, socket_connect_timeout=0.2) as client:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError("redis-server did not answer PING") from None
-                    time.sleep(0.02)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-async def measure(args: argparse.Namespace, variants: Variants) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Sanity check, warm-up (which sizes the batches), then interleaved timed rounds."""
-    one = make_scope()
-    for name, (app, _) in variants.items():
-        sink = Sink()
-        await app(dict(one), receive, sink.send)
-        status = sink.messages[0].get("status") if sink.messages else None
-        body = b"".join(m.get("body", b"") for m in sink.messages[1:])
-        if status != 200 or body != b"ok":
-            raise RuntimeError(f"{name}: expected 200 'ok', got {status} {body!r}")
-    sizes: dict[str, int] = {}
-    batch_seconds = args.seconds / (args.rounds * len(variants))
-    for name, (app, _) in variants.items():
-        per_request, deadline = 0.0, time.perf_counter() + args.warmup
-        while time.perf_counter() < deadline:
-            per_request = await run_batch(app, [one] * 200)
-        sizes[name] = max(50, int(batch_seconds * 1e6 / per_request))
-    if args.fresh:  # a distinct token per request (cycled for the bare apps), made before timing
-        pool = [make_scope() for _ in range(max(sizes[n] for n, (_, base) in variants.items() if base))]
-        batches = {n: [pool[i % len(pool)] for i in range(k)] for n, k in sizes.items()}
-    else:
-        batches = {n: [one] * k for n, k in sizes.items()}
-    names = list(variants)
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            samples[name].append(await run_batch(variants[name][0], batches[name]))
-    return samples, sizes
-
-
-async def bench(args: argparse.Namespace, port: int | None) -> None:
-    starlette_app = Starlette(routes=[Route("/me", me)])
-    memory = signout.SignOutMiddleware(bare_app, key=SECRET, store=signout.MemoryStore())
-    variants: Variants = {"bare": (bare_app, None), "signout-memory": (memory, "bare")}
+@contextlib.asynccontextmanager
+async def variants(keys: Keys, port: int | None) -> AsyncIterator[dict[str, ASGIApp]]:
+    """Every variant, freshly built (empty verified-claims caches); closed on exit."""
+    kw = signout_kwargs(keys)
+    apps: dict[str, ASGIApp] = {
+        "bare": bare_app,
+        "signout-memory": signout.SignOutMiddleware(bare_app, store=signout.MemoryStore(warn=False), **kw),
+    }
     async with contextlib.AsyncExitStack() as stack:
         if port is not None:
-            url = f"redis://127.0.0.1:{port}/0"
+            url = redis_url(port)
             client = aredis.Redis.from_url(url)
             stack.push_async_callback(client.aclose)
-            guarded = signout.SignOutMiddleware(bare_app, key=SECRET, redis_url=url)
-            if isinstance(guarded.store, RedisStore):
-                stack.push_async_callback(guarded.store.aclose)
-            variants["signout-redis"] = (guarded, "bare")
-            variants["hand-written"] = (HandWrittenGuard(bare_app, client), "bare")
-            variants["bare-starlette"] = (starlette_app, None)
-            variants["tutorial"] = (TutorialGuard(starlette_app, client), "bare-starlette")
-        samples, sizes = await measure(args, variants)
-    report(args, variants, samples, sizes)
+            guarded = signout.SignOutMiddleware(bare_app, redis_url=url, **kw)
+            assert isinstance(guarded.store, RedisStore)
+            stack.push_async_callback(guarded.store.aclose)
+            mirrored = signout.SignOutMiddleware(bare_app, redis_url=url, local_mirror=True, **kw)
+            mirror = mirrored.store
+            assert isinstance(mirror, MirrorStore)
+            stack.callback(mirror.close)
+            stack.push_async_callback(mirror.redis.aclose)
+            if not mirror.wait_in_sync(10):
+                raise RuntimeError("the local mirror did not get in sync within 10 s")
+            starlette = starlette_app()
+            apps |= {
+                "signout-redis": guarded,
+                "signout-mirror": mirrored,
+                "hand-written": HandWrittenGuard(bare_app, client, keys),
+                "bare-starlette": starlette,
+                "tutorial": TutorialGuard(starlette, client, keys),
+            }
+            await check_revocation(apps, keys, client)
+        yield apps
 
 
-def report(
-    args: argparse.Namespace, variants: Variants, samples: dict[str, list[float]], sizes: dict[str, int]
-) -> None:
-    median = {n: statistics.median(s) for n, s in samples.items()}
-    overhead = {n: median[n] - median[base] for n, (_, base) in variants.items() if base is not None}
+async def check_revocation(apps: dict[str, ASGIApp], keys: Keys, client: aredis.Redis) -> None:
+    """Every guard must refuse a revoked token, or the comparison means nothing."""
+    claims = make_claims()
+    scope = http_scope(make_token(keys, claims))
+    for name in BASELINE:
+        if await call(apps[name], scope) != (200, b"ok"):
+            raise RuntimeError(f"{name}: a valid token was not answered 200 'ok'")
+    for name in ("signout-memory", "signout-redis"):
+        app = apps[name]
+        assert isinstance(app, signout.SignOutMiddleware)
+        await app.revoker.revoke(claims)
+    await client.set(f"denylist:{claims['jti']}", 1, ex=600)
+    for _ in range(2000):  # up to 2 s: the mirror learns of it through pub/sub
+        if (await call(apps["signout-mirror"], scope))[0] == 401:
+            break
+        await asyncio.sleep(0.001)
+    for name in BASELINE:
+        status, _ = await call(apps[name], scope)
+        if status != 401:
+            raise RuntimeError(f"{name}: a revoked token was answered {status}, not 401")
 
-    def ratio(a: str, b: str) -> str:
-        if a not in overhead or b not in overhead:
-            return "n/a (needs redis-server)"
-        return f"{overhead[a] / overhead[b]:.2f}x" if overhead[b] > 0 else "n/a (baseline overhead <= 0)"
 
-    mode = "a fresh token per request" if args.fresh else "one token reused"
-    print(f"\nPython {sys.version.split()[0]}, PyJWT {jwt.__version__}, redis-py {redis.__version__}, ", end="")
-    print(f"Starlette {starlette.__version__}, signout {signout.__version__}; {args.rounds} rounds, {mode}")
-    print("\nSummary (overhead = median us/request minus its bare app's; < 1.00x: signout adds less)")
-    for a, b in (("signout-redis", "hand-written"), ("signout-redis", "tutorial"), ("signout-memory", "hand-written")):
-        print(f"  {a + ' overhead':<24} / {b + ' overhead':<22} = {ratio(a, b)}")
-    head = ("variant", "baseline", "us/request", "overhead us", "min..max us/req", "n/batch")
-    print("\n{:<16} {:<16} {:>10} {:>12} {:>17} {:>8}".format(*head))
-    for name, (_, base) in variants.items():
-        extra = f"{overhead[name]:12.2f}" if name in overhead else f"{'-':>12}"
-        spread = f"{min(samples[name]):.2f}..{max(samples[name]):.2f}"
-        print(f"{name:<16} {base or '-':<16} {median[name]:10.2f} {extra} {spread:>17} {sizes[name]:>8}")
+# ---- measuring ------------------------------------------------------------------------------
+
+
+async def measure(config: Config, apps: dict[str, ASGIApp], pool: Sequence[Scope], args: argparse.Namespace) -> Result:
+    """Warm-up (which sizes the batches), then interleaved timed rounds."""
+    run: Runner = run_sequential if config.width == 1 else functools.partial(run_concurrent, width=config.width)
+    one = http_scope(make_token(keys_for(config.alg)))
+    cycles = {name: Cycle(pool) for name in apps}
+
+    def batch(name: str, n: int) -> list[Scope]:
+        return cycles[name].take(n) if config.fresh else [one] * n
+
+    result = Result(config)
+    batch_seconds = args.seconds / (args.rounds * len(apps))
+    for name, app in apps.items():
+        per_request, deadline = 0.0, time.perf_counter() + args.warmup
+        while time.perf_counter() < deadline:
+            per_request = await run(app, batch(name, 4 * WIDTH))
+        size = int(batch_seconds * 1e6 / per_request) // WIDTH * WIDTH
+        result.sizes[name] = min(max(2 * WIDTH, size), 500_000)
+    result.samples = {name: [] for name in apps}
+    for name in rotations(list(apps), args.rounds):
+        scopes = batch(name, result.sizes[name])
+        result.samples[name].append(await run(apps[name], scopes))
+    return result
+
+
+def fresh_pool(alg: str) -> list[Scope]:
+    keys = keys_for(alg)
+    return [http_scope(make_token(keys)) for _ in range(FRESH_POOL)]
+
+
+# ---- reporting ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    value: float | None
+    goal: float
+    at_most: bool
+    unit: str
+    beside: str  # the absolute numbers
+
+    def row(self, label: str) -> str:
+        shown = "n/a" if self.value is None else f"{self.value:.2f}{self.unit}"
+        goal = f"{'<=' if self.at_most else '>='} {self.goal:.2f}{self.unit}"
+        result = verdict(self.value, self.goal, at_most=self.at_most)
+        return f"  {self.what:<40} {label:<26} {shown:>9}  {goal:>10}  {result:<4}  {self.beside}"
+
+
+def _us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def targets(r: Result) -> list[Target]:
+    """The issue's targets that this configuration measures."""
+    out: list[Target] = []
+    if r.config.width == 1:
+        goal = 1.05 if r.config.fresh else 0.90
+        for other, limit in (("hand-written", goal), ("tutorial", 0.60)):
+            out.append(
+                Target(
+                    f"signout-redis / {other} overhead",
+                    r.overhead_ratio("signout-redis", other),
+                    limit,
+                    True,
+                    "x",
+                    f"{_us(r.overhead('signout-redis'))} vs {_us(r.overhead(other))} us/request",
+                )
+            )
+        if not r.config.fresh:
+            mirror = r.overhead("signout-mirror")
+            memory = r.overhead("signout-memory")
+            beside = f"over bare; signout-memory {_us(memory)} us (the guard without any store I/O)"
+            out.append(Target("signout-mirror overhead, cached token", mirror, 10.0, True, "us", beside))
+    else:
+        out.append(
+            Target(
+                "signout-redis / hand-written requests/s",
+                r.rps_ratio("signout-redis", "hand-written"),
+                2.0,
+                False,
+                "x",
+                f"{r.rps('signout-redis') or 0:,.0f} vs {r.rps('hand-written') or 0:,.0f} req/s",
+            )
+        )
+    return out
+
+
+TARGET_HEAD = f"  {'target':<40} {'configuration':<26} {'measured':>9}  {'target':>10}  {'':<4}  absolute"
+
+
+def report(r: Result, rounds: int) -> None:
+    c = r.config
+    mode = "a fresh token per request (cache never hits)" if c.fresh else "one token reused"
+    shape = "sequential" if c.width == 1 else f"{c.width} concurrent (asyncio.gather)"
+    print(f"\n== {c.alg}, {mode}, {shape}; {rounds} interleaved rounds")
+    print(TARGET_HEAD)
+    for t in targets(r):
+        print(t.row(c.label))
+    if c.width == 1:
+        for a, b in (("signout-memory", "hand-written"), ("signout-mirror", "hand-written")):
+            ratio = r.overhead_ratio(a, b)
+            if ratio is not None:
+                print(f"  (info) {a} / {b} overhead = {ratio:.2f}x")
+    else:
+        for a, b in (("signout-mirror", "hand-written"), ("signout-redis", "tutorial")):
+            ratio = r.rps_ratio(a, b)
+            if ratio is not None:
+                print(f"  (info) {a} / {b} requests/s = {ratio:.2f}x")
+    head = ("variant", "baseline", "us/request", "overhead us", "req/s", "min..max us/req", "n/batch")
+    print("\n  {:<15} {:<15} {:>10} {:>11} {:>9} {:>17} {:>8}".format(*head))
+    for name, samples in r.samples.items():
+        over = r.overhead(name)
+        extra = f"{over:11.2f}" if over is not None else f"{'-':>11}"
+        spread = f"{min(samples):.2f}..{max(samples):.2f}"
+        us = r.us(name) or 0.0
+        rps = f"{1e6 / us:9,.0f}"
+        print(f"  {name:<15} {BASELINE.get(name, '-'):<15} {us:10.2f} {extra} {rps} {spread:>17} {r.sizes[name]:>8}")
+
+
+def summary(results: list[Result]) -> None:
+    print("\n== Targets (ratios from this one run; absolute numbers beside them)")
+    print(TARGET_HEAD)
+    for r in results:
+        for t in targets(r):
+            print(t.row(r.config.label))
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+
+async def bench(configs: list[Config], args: argparse.Namespace, port: int | None) -> list[Result]:
+    results = []
+    pools: dict[str, list[Scope]] = {}
+    for config in configs:
+        pool: list[Scope] = []
+        if config.fresh:
+            if config.alg not in pools:
+                started = time.perf_counter()
+                pools[config.alg] = fresh_pool(config.alg)
+                print(f"({len(pools[config.alg])} {config.alg} tokens made in {time.perf_counter() - started:.1f} s)")
+            pool = pools[config.alg]
+        async with variants(keys_for(config.alg), port) as apps:
+            result = await measure(config, apps, pool, args)
+        report(result, args.rounds)
+        results.append(result)
+    return results
+
+
+def stop_mirror_threads() -> None:
+    """Our mirrors' threads notice ``close()`` within half a second; let them finish before Redis goes."""
+    for thread in threading.enumerate():
+        if thread.name == "signout-mirror":
+            thread.join(2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, help="total timed seconds (default 40; 6 with --quick)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7; 5 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="about 10 s in all: 6 timed seconds, 5 rounds")
+    parser.add_argument("--all", action="store_true", help="the whole matrix, then the targets table")
     parser.add_argument("--fresh", action="store_true", help="a distinct token per request, made before timing")
+    parser.add_argument("--alg", choices=("HS256", "RS256"), default="HS256")
+    parser.add_argument("--concurrent", action="store_true", help=f"{WIDTH} requests in flight (asyncio.gather)")
+    parser.add_argument("--seconds", type=float, help="timed seconds per configuration (default 40, --all 12)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 25, --all 15; --quick 5)")
+    parser.add_argument("--quick", action="store_true", help="short: 6 s (--all: 3 s per configuration)")
     args = parser.parse_args()
-    args.seconds = args.seconds or (6.0 if args.quick else 40.0)
-    args.rounds = args.rounds or (5 if args.quick else 7)
-    args.warmup = 0.15 if args.quick else 0.5
-    # Quiets the one-time MemoryStore warning; a store failure still fails the run
+    if args.all:
+        args.seconds = args.seconds or (3.0 if args.quick else 12.0)
+        configs = [Config(f, a, w) for a in ("HS256", "RS256") for f in (False, True) for w in (1, WIDTH)]
+    else:
+        args.seconds = args.seconds or (6.0 if args.quick else 40.0)
+        configs = [Config(args.fresh, args.alg, WIDTH if args.concurrent else 1)]
+    args.rounds = args.rounds or (5 if args.quick else 15 if args.all else 25)
+    args.warmup = 0.15 if args.quick else 0.4
+    # Quiets the mirror's and the store's warnings; a store failure still fails the run
     # (the guard then answers 503, and every batch checks for 200).
     logging.getLogger("signout").setLevel(logging.ERROR)
-    with redis_server() as port:
-        asyncio.run(bench(args, port))
+    print(versions())
+    started = time.perf_counter()
+    steal = StealMeter()
+    with redis_server(required=False) as port:
+        try:
+            results = asyncio.run(bench(configs, args, port))
+        finally:
+            stop_mirror_threads()
+    if args.all:
+        summary(results)
+    print(f"\n({time.perf_counter() - started:.0f} s in all; {steal.report()})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,268 @@
+"""End to end over real HTTP on loopback: uvicorn serving each guard, a load generator hitting it.
+
+Each variant runs in its own uvicorn process (one worker, h11 or httptools as
+installed, no access log) on a free 127.0.0.1 port, all against one private
+redis-server:
+
+* ``bare``            a raw ASGI app answering 200 "ok": the baseline.
+* ``signout-redis``   ``SignOutMiddleware(app, key=..., redis_url=...)``.
+* ``hand-written``    the pure-ASGI ``jwt.decode`` + ``EXISTS denylist:<jti>`` guard.
+* ``bare-starlette``  a one-route Starlette app: the tutorial's baseline.
+* ``tutorial``        the same guard as a Starlette ``BaseHTTPMiddleware``.
+
+Load: ``wrk`` (1 thread, 64 connections, ``Authorization: Bearer <token>``,
+one HS256 token reused) when it is installed, else a bounded Python generator
+(httpx.AsyncClient, 64 connections); the output says which. Every variant is
+loaded for ``--seconds`` per round, rounds interleaved; req/s is the median.
+A request's server-side cost is 1e6 / (req/s), as the one server process is
+saturated, so a guard's overhead is that minus its bare app's. Any non-200
+answer fails the run. Total time is bounded (about 50 s by default).
+
+    python benchmarks/bench_http.py [--quick] [--seconds S] [--rounds R] [--loadgen wrk|httpx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from importlib.metadata import version
+from typing import Any
+
+import httpx
+import redis.asyncio as aredis
+from _common import (
+    HandWrittenGuard,
+    StealMeter,
+    TutorialGuard,
+    bare_app,
+    free_port,
+    keys_for,
+    make_token,
+    median,
+    redis_server,
+    redis_url,
+    rotations,
+    signout_kwargs,
+    starlette_app,
+    verdict,
+    versions,
+)
+
+import signout
+
+VARIANTS = ("bare", "signout-redis", "hand-written", "bare-starlette", "tutorial")
+BASELINE = {"signout-redis": "bare", "hand-written": "bare", "tutorial": "bare-starlette"}
+CONNECTIONS = 64
+
+
+# ---- the server side (run in a subprocess: --serve NAME) --------------------------------------
+
+
+def serve(name: str, port: int, redis_port: int) -> None:
+    import uvicorn
+
+    keys = keys_for("HS256")
+    url = redis_url(redis_port)
+    app: Any
+    if name == "bare":
+        app = bare_app
+    elif name == "signout-redis":
+        app = signout.SignOutMiddleware(bare_app, redis_url=url, **signout_kwargs(keys))
+    elif name == "hand-written":
+        app = HandWrittenGuard(bare_app, aredis.Redis.from_url(url), keys)
+    elif name == "bare-starlette":
+        app = starlette_app()
+    elif name == "tutorial":
+        app = TutorialGuard(starlette_app(), aredis.Redis.from_url(url), keys)
+    else:
+        raise SystemExit(f"unknown variant {name}")
+    logging.getLogger("signout").setLevel(logging.ERROR)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+
+
+@contextlib.contextmanager
+def servers(redis_port: int, token: str) -> Iterator[dict[str, int]]:
+    """Every variant's uvicorn process, answering 200 before this yields; all stopped on exit."""
+    ports = {name: free_port() for name in VARIANTS}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--serve", name, "--port", str(port), "--redis-port", str(redis_port)]
+        )
+        for name, port in ports.items()
+    ]
+    try:
+        for name, port in ports.items():
+            wait_ready(name, port, token)
+        yield ports
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_ready(name: str, port: int, token: str) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                pass
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not listen on port {port}") from None
+            time.sleep(0.05)
+    response = httpx.get(f"http://127.0.0.1:{port}/me", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    if response.status_code != 200 or response.text != "ok":
+        raise RuntimeError(f"{name}: expected 200 'ok', got {response.status_code} {response.text!r}")
+
+
+# ---- load -----------------------------------------------------------------------------------
+
+
+def load_wrk(port: int, token: str, seconds: float) -> tuple[float, float]:
+    """(requests/s, p99 latency in ms) from one wrk run."""
+    argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--timeout", "2s", "--latency"]
+    argv += ["-H", f"Authorization: Bearer {token}", f"http://127.0.0.1:{port}/me"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 15, check=True).stdout
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if bad or errors:
+        raise RuntimeError(f"wrk saw failures on port {port}:\n{out}")
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    if rps is None:
+        raise RuntimeError(f"could not read wrk's output:\n{out}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return float(rps.group(1)), (float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan"))
+
+
+async def _load_httpx(port: int, token: str, seconds: float, cap: int) -> tuple[float, float]:
+    url = f"http://127.0.0.1:{port}/me"
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    latencies: list[float] = []
+    failures = 0
+    async with httpx.AsyncClient(limits=limits, headers={"Authorization": f"Bearer {token}"}, timeout=5) as client:
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def worker() -> None:
+            nonlocal failures
+            while time.perf_counter() < deadline and len(latencies) < cap:
+                sent = time.perf_counter()
+                response = await client.get(url)
+                latencies.append(time.perf_counter() - sent)
+                failures += response.status_code != 200
+
+        await asyncio.gather(*[worker() for _ in range(CONNECTIONS)])
+        elapsed = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"{failures} requests to port {port} were not answered 200")
+    latencies.sort()
+    return len(latencies) / elapsed, latencies[int(len(latencies) * 0.99)] * 1000
+
+
+def load_httpx(port: int, token: str, seconds: float) -> tuple[float, float]:
+    """The fallback: 64 connections from httpx.AsyncClient, bounded by time and by 200,000 requests."""
+    return asyncio.run(_load_httpx(port, token, seconds, 200_000))
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+
+def report(rps: dict[str, list[float]], p99: dict[str, list[float]], loadgen: str, args: argparse.Namespace) -> None:
+    med = {n: median(v) for n, v in rps.items()}
+    cost = {n: 1e6 / r for n, r in med.items()}  # server us per request
+    over = {n: cost[n] - cost[b] for n, b in BASELINE.items()}
+
+    def round_overheads(name: str) -> list[float]:
+        return [1e6 / x - 1e6 / b for x, b in zip(rps[name], rps[BASELINE[name]], strict=True)]
+
+    def overhead_ratio(a: str, b: str) -> float | None:
+        ratios = [x / y for x, y in zip(round_overheads(a), round_overheads(b), strict=True) if y > 0]
+        return median(ratios) if ratios else None
+
+    def rps_ratio(a: str, b: str) -> float:
+        return median([x / y for x, y in zip(rps[a], rps[b], strict=True)])
+
+    print(f"\n== HTTP/1.1 over loopback, uvicorn, {loadgen}, {CONNECTIONS} connections, one HS256 token reused;")
+    print(f"   {args.rounds} interleaved rounds of {args.seconds:g} s per variant; ratios: median of each round's")
+    print("  ratio                                          measured  (target from the in-process guard)  absolute")
+    rows = [
+        ("signout-redis / hand-written overhead", overhead_ratio("signout-redis", "hand-written"), 0.90),
+        ("signout-redis / tutorial overhead", overhead_ratio("signout-redis", "tutorial"), 0.60),
+        ("signout-redis / hand-written requests/s", rps_ratio("signout-redis", "hand-written"), None),
+        ("signout-redis / tutorial requests/s", rps_ratio("signout-redis", "tutorial"), None),
+    ]
+    for what, value, goal in rows:
+        shown = "n/a" if value is None else f"{value:.2f}x"
+        judged = "(no target)" if goal is None else f"<= {goal:.2f}x {verdict(value, goal, at_most=True)}"
+        other = what.split(" / ")[1].split()[0]
+        if what.endswith("overhead"):
+            absolute = f"{over['signout-redis']:.1f} vs {over[other]:.1f} us/request"
+        else:
+            absolute = f"{med['signout-redis']:,.0f} vs {med[other]:,.0f} req/s"
+        print(f"  {what:<46} {shown:>8}  {judged:<36}  {absolute}")
+    print(f"\n  {'variant':<15} {'baseline':<15} {'req/s':>9} {'us/req':>8} {'overhead us':>11} {'p99 ms':>7} rounds")
+    for name in VARIANTS:
+        o = f"{over[name]:.1f}" if name in over else "-"
+        runs = " ".join(f"{r:,.0f}" for r in rps[name])
+        base = BASELINE.get(name, "-")
+        print(f"  {name:<15} {base:<15} {med[name]:9,.0f} {cost[name]:8.1f} {o:>11} {median(p99[name]):7.2f} {runs}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, help="load seconds per variant per round (default 2; --quick 1)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 4; --quick 2)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "httpx"), default="auto")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.redis_port)
+        return
+    args.seconds = min(args.seconds or (1.0 if args.quick else 2.0), 10.0)
+    args.rounds = min(args.rounds or (2 if args.quick else 4), 8)
+    use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk") is not None)
+    if args.loadgen == "wrk" and shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+    loadgen = "wrk 1 thread" if use_wrk else "Python load generator (httpx.AsyncClient)"
+    load = load_wrk if use_wrk else load_httpx
+    print(f"{versions()}, uvicorn {version('uvicorn')}")
+    print(f"load generator: {loadgen}")
+    started = time.perf_counter()
+    steal = StealMeter()
+    token = make_token(keys_for("HS256"))
+    rps: dict[str, list[float]] = {n: [] for n in VARIANTS}
+    p99: dict[str, list[float]] = {n: [] for n in VARIANTS}
+    with redis_server() as redis_port:
+        assert redis_port is not None
+        with servers(redis_port, token) as ports:
+            for name in VARIANTS:  # warm-up: a short run each, not counted
+                load(ports[name], token, 0.5)
+            for name in rotations(VARIANTS, args.rounds):
+                r, p = load(ports[name], token, args.seconds)
+                rps[name].append(r)
+                p99[name].append(p)
+    report(rps, p99, loadgen, args)
+    print(f"\n({time.perf_counter() - started:.0f} s in all; {steal.report()})")
+
+
+if __name__ == "__main__":
+    main()

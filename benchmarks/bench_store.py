@@ -1,0 +1,385 @@
+"""The revocation store: logouts per second, Redis bytes per revoked token, the local mirror's lag.
+
+Three parts, each on its own private redis-server:
+
+* ``logouts``  ``POST /auth/logout`` through ``SignOutMiddleware(..., redis_url=...)``, in process,
+               a fresh HS256 token per logout (made before timing): sequential, and 32 at a time
+               (``asyncio.gather``). Each logout runs signout's merge script (jti + sid) in Redis.
+               Interleaved rounds, medians; afterwards a sample of the logged-out tokens must get 401.
+* ``memory``   1,000,000 (``--entries``) revoked tokens written in signout's key layout, for three
+               distributions; bytes per revoked token = the growth of ``INFO memory`` used_memory
+               divided by the tokens:
+               - ``local``     1 revoked token per user, as a local logout writes it: ``j<jti>`` and
+                               ``s<sid>`` in the user's bucket;
+               - ``10/user``   10 revoked tokens per user (10 logins, each logged out): 20 fields per bucket;
+               - ``jti-only``  1 per user, ``revoker.revoke(claims)`` (``session=False``): ``j<jti>`` only.
+               jti, sid and sub are UUID strings (36 characters); 15-minute access tokens issued
+               over the last 10 minutes (none expires during the load).
+               ``--via bulk`` (default): the buckets, fields and values come from signout's own
+               ``rules.token_writes``, written as one ``HSET`` + ``EXPIRE`` per bucket (the TTL the
+               merge script sets); before the timed load, 300 users per distribution are written
+               both that way and through ``RedisStore.write_sync`` (the merge script, one write per
+               logout) and compared field by field. ``--via script``: everything through
+               ``RedisStore.write_sync`` (slower; the same result).
+* ``lag``      two middlewares with ``local_mirror=True`` on one Redis (one process, as two app
+               instances would be); each trial logs a fresh token out through A and times until
+               B's guard answers 401, from A's 200. 200 trials (``--trials``), twice: with an idle
+               event loop (B polled every 0.1 ms) and with a saturated one (B polled back to back,
+               so the mirror's thread waits for the GIL as it would in a busy server).
+
+    python benchmarks/bench_store.py [--quick] [--entries N] [--via bulk|script] [--parts logouts,memory,lag]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from _common import (
+    ISSUER,
+    WIDTH,
+    ASGIApp,
+    Scope,
+    StealMeter,
+    bare_app,
+    call,
+    http_scope,
+    keys_for,
+    make_claims,
+    make_token,
+    median,
+    percentile,
+    redis_server,
+    redis_url,
+    rotations,
+    run_concurrent,
+    run_sequential,
+    signout_kwargs,
+    verdict,
+    versions,
+)
+
+import signout
+from signout import layout, rules
+from signout.layout import Write
+from signout.stores.mirror import MirrorStore
+from signout.stores.redis import RedisStore
+from signout.tokens import Source, Token
+
+BYTES_TARGET = 100.0
+LAG_TARGET_MS = 5.0
+#: The middleware's defaults: key_prefix, leeway, max_token_lifetime (30 days).
+POLICY = rules.Policy("signout", 30, 30 * 86400)
+Runner = Callable[[ASGIApp, Sequence[Scope]], Awaitable[float]]
+
+
+# ---- (a) logouts per second -----------------------------------------------------------------
+
+
+async def logouts(port: int, args: argparse.Namespace) -> None:
+    keys = keys_for("HS256")
+    middleware = signout.SignOutMiddleware(bare_app, redis_url=redis_url(port), **signout_kwargs(keys))
+    runners: dict[str, Runner] = {
+        "sequential": run_sequential,
+        f"{WIDTH}-concurrent": functools.partial(run_concurrent, width=WIDTH),
+    }
+
+    def logout_scopes(n: int) -> list[Any]:
+        return [http_scope(make_token(keys), method="POST", path="/auth/logout") for _ in range(n)]
+
+    sizes = {}
+    for name, run in runners.items():  # warm-up, which sizes the batches
+        per_request = await run(middleware, logout_scopes(4 * WIDTH))
+        size = int(args.logout_seconds / (args.rounds * len(runners)) * 1e6 / per_request) // WIDTH * WIDTH
+        sizes[name] = min(max(2 * WIDTH, size), 100_000)
+    batches = {name: [logout_scopes(sizes[name]) for _ in range(args.rounds)] for name in runners}
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for name in rotations(list(runners), args.rounds):
+        samples[name].append(await runners[name](middleware, batches[name][len(samples[name])]))
+    refused = 0
+    for scope in random.sample([s for b in batches["sequential"] for s in b], 50):
+        token_scope = {**scope, "method": "GET", "path": "/me", "raw_path": b"/me"}
+        refused += (await call(middleware, token_scope))[0] == 401
+    if refused != 50:
+        raise RuntimeError(f"only {refused} of 50 logged-out tokens were refused")
+    assert isinstance(middleware.store, RedisStore)
+    await middleware.store.aclose()
+    print(f"\n== Logouts per second: POST /auth/logout through SignOutMiddleware + Redis, {args.rounds} rounds")
+    print(f"  {'mode':<15} {'logouts/s':>10} {'us/logout':>10} {'min..max logouts/s':>20} {'n/batch':>8}")
+    for name, us in samples.items():
+        spread = f"{1e6 / max(us):,.0f}..{1e6 / min(us):,.0f}"
+        print(f"  {name:<15} {1e6 / median(us):10,.0f} {median(us):10.1f} {spread:>20} {sizes[name]:>8}")
+    print("  (checked: 50 of the logged-out tokens, sampled, are refused with 401)")
+
+
+# ---- (b) bytes per revoked token --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Distribution:
+    name: str
+    per_user: int
+    session: bool  # the logout revokes the sid too (a local logout does; revoker.revoke() does not)
+    what: str
+
+
+DISTRIBUTIONS = (
+    Distribution("local", 1, True, "1/user, jti + sid"),
+    Distribution("10/user", 10, True, "10/user, jti + sid"),
+    Distribution("jti-only", 1, False, "1/user, jti only"),
+)
+
+
+def users(dist: Distribution, count: int, now: float) -> Iterator[list[Token]]:
+    """``count`` users' revoked tokens, a list per user."""
+    rand = random.Random(7)
+    for _ in range(count):
+        sub = str(uuid.uuid4())
+        tokens = []
+        for _ in range(dist.per_user):
+            iat = now - rand.randrange(600)  # exp at least 5 minutes away: nothing expires mid-run
+            tokens.append(Token(Source.HEADER, {}, ISSUER, sub, str(uuid.uuid4()), str(uuid.uuid4()), iat, iat + 900))
+        yield tokens
+
+
+def per_logout(dist: Distribution, tokens: Sequence[Token], now: float) -> list[Write]:
+    """What signout writes: one merge per logout (token)."""
+    return [w for t in tokens for w in rules.token_writes(POLICY, (t,), now, session=dist.session)]
+
+
+def bulk(pipe: Any, dist: Distribution, tokens: Sequence[Token], now: float) -> None:
+    """The end state of those merges at once: the same fields and values, the TTL the script sets."""
+    for w in rules.token_writes(POLICY, tokens, now, session=dist.session):
+        latest = max(parsed[1] for _, v in w.fields if (parsed := layout.parse(v)) is not None)
+        pipe.hset(w.key, mapping=dict(w.fields))
+        pipe.expire(w.key, latest - int(now) + 1)
+
+
+def check_bulk(port: int, dist: Distribution, now: float) -> None:
+    """The bulk path must leave exactly what signout's merge script leaves (db 1: script, db 2: bulk)."""
+    sample = list(users(dist, 300, now))
+    store = RedisStore(redis_url(port, 1))
+    for tokens in sample:
+        store.write_sync(per_logout(dist, tokens, now), now)
+    with redis.Redis(port=port, db=2) as client:
+        pipe = client.pipeline(transaction=False)
+        for tokens in sample:
+            bulk(pipe, dist, tokens, now)
+        pipe.execute()
+        script = store.sync_client()
+        keys = sorted(script.keys("*"))
+        if keys != sorted(client.keys("*")) or len(keys) != len({rules.bucket_of(POLICY, t[0]) for t in sample}):
+            raise RuntimeError(f"{dist.name}: the bulk writer made other keys than the merge script")
+        for key in keys:
+            if script.hgetall(key) != client.hgetall(key) or abs(script.ttl(key) - client.ttl(key)) > 2:
+                raise RuntimeError(f"{dist.name}: bucket {key!r} differs between bulk and the merge script")
+        script.close()
+        client.flushall()
+
+
+def used_memory(port: int) -> int:
+    time.sleep(0.3)  # let serverCron finish any incremental rehash and shrink the writer's buffers
+    with redis.Redis(port=port) as client:
+        return int(client.info("memory")["used_memory"])
+
+
+def fill(port: int, dist: Distribution, entries: int, via: str, now: float) -> float:
+    """Write ``entries`` revoked tokens; return the seconds it took."""
+    started = time.perf_counter()
+    chunk = max(1, 2000 // dist.per_user)
+    batch: list[list[Token]] = []
+    if via == "script":
+        store = RedisStore(redis_url(port), timeout=30)
+        for tokens in users(dist, entries // dist.per_user, now):
+            batch.append(tokens)
+            if len(batch) == chunk:
+                store.write_sync([w for t in batch for w in per_logout(dist, t, now)], now)
+                batch.clear()
+        if batch:
+            store.write_sync([w for t in batch for w in per_logout(dist, t, now)], now)
+        store.sync_client().close()
+    else:
+        with redis.Redis(port=port) as client:
+            pipe = client.pipeline(transaction=False)
+            for tokens in users(dist, entries // dist.per_user, now):
+                bulk(pipe, dist, tokens, now)
+                if len(pipe) >= 2 * chunk:
+                    pipe.execute()
+            pipe.execute()
+    return time.perf_counter() - started
+
+
+def memory(port: int, args: argparse.Namespace) -> None:
+    now = time.time()
+    rows = []
+    for dist in [d for d in DISTRIBUTIONS if d.name in args.distributions]:
+        if args.via == "bulk":
+            check_bulk(port, dist, now)
+        with redis.Redis(port=port) as client:
+            client.flushall()
+        before = used_memory(port)
+        seconds = fill(port, dist, args.entries, args.via, now)
+        after = used_memory(port)
+        tokens = args.entries // dist.per_user * dist.per_user
+        with redis.Redis(port=port) as client:
+            keys = int(client.dbsize())
+            sampled = [client.randomkey() for _ in range(200)]
+            usage = median([float(client.memory_usage(k, samples=0) or 0) for k in sampled])
+            encoding = client.object("encoding", sampled[0]).decode()
+            fields = int(client.hlen(sampled[0]))
+            client.flushall()
+        rows.append((dist, tokens, keys, fields, after - before, usage, encoding, seconds))
+    via = "HSET + EXPIRE of signout's own writes" if args.via == "bulk" else "signout's merge script, pipelined"
+    checked = "; checked equal to the merge script's result" if args.via == "bulk" else ""
+    print(f"\n== Redis bytes per revoked token at {args.entries:,} tokens per distribution ({via}{checked})")
+    head = ("distribution", "bytes/token", "target", "", "keys", "fields/key", "used_memory +", "MEMORY USAGE/key")
+    print("  {:<28} {:>11} {:>7} {:<4} {:>9} {:>10} {:>14} {:>16}  encoding  load s".format(*head))
+    for dist, tokens, keys, fields, grown, usage, encoding, seconds in rows:
+        per = grown / tokens
+        result = verdict(per, BYTES_TARGET, at_most=True)
+        print(
+            f"  {dist.name + ': ' + dist.what:<28} {per:11.1f} {'<= 100':>7} {result:<4} {keys:>9,} {fields:>10}"
+            f" {grown / 2**20:10.1f} MiB {usage:16.0f}  {encoding:<8}  {seconds:6.1f}"
+        )
+
+
+# ---- (c) the local mirror's lag ----------------------------------------------------------------
+
+
+def mirror_of(middleware: signout.SignOutMiddleware) -> MirrorStore:
+    store = middleware.store
+    assert isinstance(store, MirrorStore)
+    return store
+
+
+async def trial(a: ASGIApp, b: ASGIApp, token: str, *, idle: bool, timeout: float) -> tuple[float, float]:
+    """(lag, A's logout) in ms: from A's 200 to B's first 401; the lag is ``timeout`` if B never refused."""
+    check, logout = http_scope(token), http_scope(token, method="POST", path="/auth/logout")
+    if (await call(b, check))[0] != 200:  # also puts the token in B's verified-claims cache
+        raise RuntimeError("B refused a valid token")
+    t0 = time.perf_counter()
+    if (await call(a, logout))[0] != 200:
+        raise RuntimeError("the logout through A failed")
+    t1 = time.perf_counter()
+    if (await call(a, check))[0] != 401:
+        raise RuntimeError("A's own revocation was not applied at once")
+    while (await call(b, check))[0] != 401:
+        if time.perf_counter() - t1 > timeout:
+            return timeout * 1000, (t1 - t0) * 1000
+        if idle:
+            # Blocks the loop on purpose: the GIL is free 0.1 ms at a time, a finer
+            # resolution than the loop's own epoll timeout (1 ms) gives.
+            time.sleep(0.0001)  # noqa: ASYNC251
+        else:
+            await asyncio.sleep(0)
+    return (time.perf_counter() - t1) * 1000, (t1 - t0) * 1000
+
+
+async def lag(port: int, args: argparse.Namespace) -> None:
+    keys = keys_for("HS256")
+    mirrored = [
+        signout.SignOutMiddleware(bare_app, redis_url=redis_url(port), local_mirror=True, **signout_kwargs(keys))
+        for _ in range(2)
+    ]
+    stores = [mirror_of(m) for m in mirrored]
+    for store in stores:
+        if not store.wait_in_sync(10):
+            raise RuntimeError("a mirror did not get in sync within 10 s")
+    modes = {"idle loop (B polled every 0.1 ms)": True, "saturated loop (B polled back to back)": False}
+    results: dict[str, tuple[list[float], list[float]]] = {}
+    timeout, budget = 2.0, 30.0  # per trial, per mode
+    try:
+        for mode, idle in modes.items():
+            lags: list[float] = []
+            writes: list[float] = []
+            deadline = time.perf_counter() + budget
+            while len(lags) < args.trials and time.perf_counter() < deadline:
+                token = make_token(keys, make_claims())
+                took, wrote = await trial(mirrored[0], mirrored[1], token, idle=idle, timeout=timeout)
+                lags.append(took)
+                writes.append(wrote)
+                await asyncio.sleep(0.002)
+            results[mode] = (lags, writes)
+    finally:
+        for store in stores:
+            store.close()
+            await store.redis.aclose()
+    print("\n== Local mirror lag: a logout through A until B's guard answers 401 (A, B: local_mirror=True,")
+    print("   one process, one Redis); timed from A's 200")
+    head = ("B's event loop", "trials", "p50 ms", "p99 ms", "max ms", "target", "", "A's logout p50 ms")
+    print("  {:<40} {:>6} {:>7} {:>8} {:>8} {:>9} {:<4} {:>17}".format(*head))
+    for mode, (lags, writes) in results.items():
+        p99 = percentile(lags, 99)
+        result = verdict(p99, LAG_TARGET_MS, at_most=True)
+        late = sum(x >= timeout * 1000 for x in lags)
+        note = f"  ({late} never refused within {timeout:g} s, counted as {timeout:g} s)" if late else ""
+        if len(lags) < args.trials:
+            note += f"  (stopped after {budget:g} s)"
+        print(
+            f"  {mode:<40} {len(lags):>6} {percentile(lags, 50):7.2f} {p99:8.2f} {max(lags):8.2f}"
+            f" {'p99 < 5':>9} {result:<4} {median(writes):17.2f}{note}"
+        )
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+
+def stop_mirror_threads() -> None:
+    for thread in threading.enumerate():
+        if thread.name == "signout-mirror":
+            thread.join(2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--parts", default="logouts,memory,lag", help="any of logouts,memory,lag (default: all)")
+    parser.add_argument("--entries", type=int, help="revoked tokens per distribution (default 1,000,000)")
+    parser.add_argument("--via", choices=("bulk", "script"), default="bulk")
+    names = ",".join(d.name for d in DISTRIBUTIONS)
+    parser.add_argument("--distributions", default=names, help=f"memory: any of {names} (default: all)")
+    parser.add_argument("--trials", type=int, default=200, help="lag trials per mode (default 200)")
+    parser.add_argument("--rounds", type=int, help="logout rounds (default 5; --quick 3)")
+    parser.add_argument("--quick", action="store_true", help="100,000 entries, 3 s of logouts")
+    args = parser.parse_args()
+    args.entries = min(max(args.entries or (100_000 if args.quick else 1_000_000), 1000), 10_000_000)
+    args.trials = min(max(args.trials, 10), 10_000)
+    args.rounds = args.rounds or (3 if args.quick else 5)
+    args.logout_seconds = 3.0 if args.quick else 10.0
+    args.distributions = {d.strip() for d in args.distributions.split(",")}
+    parts = {p.strip() for p in args.parts.split(",")}
+    if parts - {"logouts", "memory", "lag"}:
+        raise SystemExit(f"unknown part(s): {', '.join(sorted(parts - {'logouts', 'memory', 'lag'}))}")
+    logging.getLogger("signout").setLevel(logging.ERROR)
+    print(versions())
+    started = time.perf_counter()
+    steal = StealMeter()
+    if "logouts" in parts:
+        with redis_server() as port:
+            assert port is not None
+            asyncio.run(logouts(port, args))
+    if "memory" in parts:
+        with redis_server() as port:
+            assert port is not None
+            memory(port, args)
+    if "lag" in parts:
+        with redis_server() as port:
+            assert port is not None
+            try:
+                asyncio.run(lag(port, args))
+            finally:
+                stop_mirror_threads()
+    print(f"\n({time.perf_counter() - started:.0f} s in all; {steal.report()})")
+
+
+if __name__ == "__main__":
+    main()
