@@ -7,7 +7,7 @@ re-reads each bucket it hears about. While it is in sync, checks are answered
 from memory; until the first copy is done, and from the moment the
 subscription is lost until a fresh copy is done, checks go to Redis directly.
 
-The trade-off, documented and measured (``benchmarks/bench_mirror.py``): a
+The trade-off, documented and measured (``benchmarks/bench_store.py --parts lag``; the overhead is the ``signout-mirror`` row of ``bench_guard.py``): a
 revocation written by another instance is seen here after the pub/sub hop and
 one ``HGETALL`` (a millisecond or so on a LAN), not on the very next request;
 and a silently dead subscription is noticed within ``ping_every`` seconds.

@@ -212,7 +212,10 @@ class RedisStore:
 
     def fetch_sync(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
         try:
-            pipe = self.sync_client().pipeline(transaction=False)
+            client = self.sync_client()
+            if len(lookups) == 1:  # the common case: no pipeline object to build
+                return [list(client.execute_command("HMGET", lookups[0].key, *lookups[0].fields))]  # type: ignore[no-untyped-call]
+            pipe = client.pipeline(transaction=False)
             for lookup in lookups:
                 pipe.execute_command("HMGET", lookup.key, *lookup.fields)
             return [list(r) for r in pipe.execute()]
