@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import jwt
+from jwt.algorithms import get_default_algorithms
 
 from .errors import (
     BadSignature,
@@ -104,15 +104,7 @@ class Verifier:
         self.leeway = leeway
         self.max_lifetime = max_lifetime
         self._required = tuple(required)
-        self._options: Any = {
-            "verify_signature": True,
-            "verify_exp": False,
-            "verify_nbf": False,
-            "verify_iat": False,
-            "verify_aud": audience is not None,
-            "verify_iss": issuer is not None,
-            "require": [c for c in required if c not in ("exp", "nbf", "iat")],
-        }
+        self._algorithm_objects = {name: get_default_algorithms()[name] for name in self._algorithms}
         self._cache_size = cache_size
         self._cache: OrderedDict[str, _Verified] = OrderedDict()
 
@@ -162,39 +154,62 @@ class Verifier:
         candidates = [k for k in self._keys if alg in k.algorithms and (k.kid is None or kid is None or k.kid == kid)]
         if not candidates:
             raise BadSignature()
-        return self._decode(raw, alg, candidates)
+        return self._decode(raw, alg, candidates, header)
 
-    def _decode(self, raw: str, alg: str, candidates: Sequence[VerificationKey]) -> dict[str, Any]:
-        last: TokenError = BadSignature()
-        for candidate in candidates:
-            try:
-                claims: dict[str, Any] = jwt.decode(
-                    raw,
-                    key=candidate.key,
-                    algorithms=[alg],
-                    options=self._options,
-                    audience=self._audience,
-                    issuer=self._issuer,
-                )
-                return claims
-            except jwt.InvalidSignatureError as exc:
-                last = BadSignature()
-                last.__cause__ = exc
-            except jwt.MissingRequiredClaimError as exc:
-                raise InvalidClaim(exc.claim, "is missing") from exc
-            except jwt.InvalidAudienceError as exc:
-                raise InvalidClaim("aud") from exc
-            except jwt.InvalidIssuerError as exc:
-                raise InvalidClaim("iss") from exc
-            except jwt.exceptions.InvalidSubjectError as exc:
-                raise InvalidClaim("sub") from exc
-            except jwt.exceptions.InvalidJTIError as exc:
-                raise InvalidClaim("jti") from exc
-            except jwt.InvalidAlgorithmError as exc:
-                raise DisallowedAlgorithm() from exc
-            except (jwt.InvalidTokenError, ValueError, TypeError, KeyError, binascii.Error) as exc:
-                raise MalformedToken() from exc
-        raise last
+    def _decode(
+        self, raw: str, alg: str, candidates: Sequence[VerificationKey], header: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Check the signature with PyJWT's algorithm objects and the keys prepared at construction.
+
+        ``jwt.decode`` would re-run ``prepare_key`` and a per-character base64
+        check on every call (~20 us of ~60 for HS256) and parse the header again;
+        the steps it takes are done here once, in the same order (RFC 7515 5.2):
+        segments, header, signature over the exact signing input, then the payload.
+        """
+        if "crit" in header or header.get("b64", True) is not True:
+            # No JWS extension is understood here, so none may be critical (RFC 7515 4.1.11).
+            raise MalformedToken("Token uses an unsupported JWS extension")
+        if "kid" in header and not isinstance(header["kid"], str):
+            raise MalformedToken()
+        signing_input, _, signature_segment = raw.rpartition(".")
+        payload_segment = signing_input.partition(".")[2]
+        try:
+            signature = _b64decode(signature_segment)
+            payload = _b64decode(payload_segment)
+        except (ValueError, binascii.Error) as exc:
+            raise MalformedToken() from exc
+        algorithm = self._algorithm_objects[alg]
+        message = signing_input.encode("ascii")
+        if not any(_verifies(algorithm, message, candidate.key, signature) for candidate in candidates):
+            raise BadSignature()
+        try:
+            claims = json.loads(payload)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedToken() from exc
+        if not isinstance(claims, dict):
+            raise MalformedToken()
+        self._check_audience_and_issuer(claims)
+        return claims
+
+    def _check_audience_and_issuer(self, claims: Mapping[str, Any]) -> None:
+        """RFC 7519 4.1.1 and 4.1.3, as PyJWT checks them, when ``issuer``/``audience`` are set."""
+        if self._audience is not None:
+            if "aud" not in claims:
+                raise InvalidClaim("aud", "is missing")
+            aud = claims["aud"]
+            presented = [aud] if isinstance(aud, str) else aud
+            if not isinstance(presented, list) or not all(isinstance(a, str) for a in presented):
+                raise InvalidClaim("aud")
+            wanted = {self._audience} if isinstance(self._audience, str) else set(self._audience)
+            if wanted.isdisjoint(presented):
+                raise InvalidClaim("aud")
+        if self._issuer is not None:
+            if "iss" not in claims:
+                raise InvalidClaim("iss", "is missing")
+            iss = claims["iss"]
+            allowed = (self._issuer,) if isinstance(self._issuer, str) else tuple(self._issuer)
+            if not isinstance(iss, str) or iss not in allowed:
+                raise InvalidClaim("iss")
 
     def _parse(self, claims: dict[str, Any]) -> _Verified:
         """Claim types and the checks that do not depend on the time."""
@@ -233,6 +248,18 @@ class Verifier:
         if known.iat is not None and known.iat > now + leeway:
             raise ImmatureToken("Token was issued in the future")
         return exp
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _verifies(algorithm: Any, message: bytes, key: Any, signature: bytes) -> bool:
+    try:
+        return bool(algorithm.verify(message, key, signature))
+    except Exception:
+        # A signature of the wrong length or shape is simply not a valid one.
+        return False
 
 
 def _copy(claims: Mapping[str, Any]) -> dict[str, Any]:
