@@ -113,12 +113,12 @@ def test_redis_slower_than_store_timeout_is_503_then_recovers(
     token = make_token()
     with TestClient(middleware, base_url="https://t") as c:  # one loop: the pooled connection is reused
         assert c.get("/me", headers=bearer(token)).status_code == 200
-        redis_client.client_pause(600, all=True)
+        redis_client.client_pause(1500, all=True)
         started = time.monotonic()
         r = c.get("/me", headers=bearer(token))
         assert r.status_code == 503
-        assert time.monotonic() - started < 0.5
-        time.sleep(0.7)
+        assert time.monotonic() - started < 1.0  # answered at store_timeout, not when the pause ends
+        time.sleep(1.6)
         assert c.get("/me", headers=bearer(token)).status_code == 200
         assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
         assert c.get("/me", headers=bearer(token)).status_code == 401

@@ -79,7 +79,8 @@ def test_concurrent_checks_in_one_tick_share_one_pipeline(redis_url: str, make_t
     statuses, counted = run(redis_url, tokens, concurrent=True)
     assert statuses == [200] * 32
     assert counted["cmdstat_hmget"] == 32
-    assert counted["reads"] <= 3  # one pipeline (the INFO adds one; a large write may split in two)
+    # One pipeline: 2 reads here (it and the INFO); a loaded machine may split the write. Without coalescing: >= 16.
+    assert counted["reads"] <= 8
 
 
 def test_without_coalescing_each_concurrent_check_is_its_own_round_trip(
