@@ -48,7 +48,7 @@ class SignOutMiddleware(Adapter):
             path=scope.get("path", ""),
             query=scope.get("query_string", b""),
             headers=scope.get("headers", ()),
-            client=_peer(scope.get("client")),
+            client=scope.get("client"),
         )
         step = await self._drive(self.engine.start(request), receive)
         if isinstance(step, Pass):
@@ -107,12 +107,6 @@ async def _bounded(call: Awaitable[T], seconds: float) -> T:
         async with asyncio.timeout(seconds):
             return await call
     return await asyncio.wait_for(call, seconds)  # pragma: no cover - Python 3.10
-
-
-def _peer(client: Any) -> str | None:
-    if isinstance(client, (list, tuple)) and len(client) == 2:
-        return f"{client[0]}:{client[1]}"
-    return None
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -20,7 +20,7 @@ from .config import Settings
 from .csrf import cross_site
 from .endpoint import revocation_endpoint
 from .errors import MalformedToken, TokenError
-from .http import Answer, BadAuthorization, Request, bearer_token, cookies, origin_of, path_matches, query_param
+from .http import Answer, BadAuthorization, Request, bearer_token, cookies, origin_of, path_matches, peer, query_param
 from .layout import Write
 from .steps import Commit, Fetch, Pass, Respond, Row, Step
 from .tokens import Source, Token
@@ -84,7 +84,7 @@ class Engine:
         return found, bad_header
 
     def event(self, request: Request, event: str, outcome: str, token: Token | None = None, **more: object) -> None:
-        self.audit(AuditEvent(event, outcome, request.path, request.client, **ids(token), **more))  # type: ignore[arg-type]
+        self.audit(AuditEvent(event, outcome, request.path, peer(request.client), **ids(token), **more))  # type: ignore[arg-type]
 
     # ---- the guard -----------------------------------------------------
 

@@ -29,7 +29,9 @@ class Request:
     path: str
     query: bytes
     headers: Headers
-    client: str | None = None  # "host:port" of the peer, for audit records
+    # The peer as the server gave it: ASGI's (host, port), WSGI's (REMOTE_ADDR, REMOTE_PORT).
+    # Formatted only when an audit record needs it (``peer``), not on every request.
+    client: Sequence[object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,13 @@ def with_headers(base: Answer, extra: Iterable[tuple[bytes, bytes]]) -> Answer:
     if not more:
         return base
     return Answer(status=base.status, headers=base.headers + more, body=base.body, data=base.data)
+
+
+def peer(client: Sequence[object] | None) -> str | None:
+    """``host:port`` of a request's peer, for audit records."""
+    if client is None or len(client) != 2 or not client[0]:
+        return None
+    return f"{client[0]}:{client[1]}" if client[1] not in (None, "") else str(client[0])
 
 
 def header_values(headers: Headers, name: bytes) -> list[bytes]:

@@ -9,7 +9,7 @@ differ only in the store call.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -108,8 +108,13 @@ class Revoker:
             exp=exp if exp is not None else now + self.policy.max_token_lifetime,
         )
 
-    def plan_token(self, token: TokenLike, *, session: bool = False) -> tuple[Write, ...]:
-        return rules.token_writes(self.policy, (self.token(token),), self._clock(), session=session)
+    def plan_token(self, token: TokenLike, *, session: bool = False) -> tuple[Token, tuple[Write, ...]]:
+        """The token and the writes that revoke it (and, with ``session``, its login)."""
+        t = self.token(token)
+        writes = rules.token_writes(self.policy, (t,), self._clock(), session=session)
+        if not writes:
+            raise InvalidClaim("jti", "is missing, and so is sid: nothing identifies this token")
+        return t, writes
 
     def plan_session(self, *, sid: str, iss: str = "", sub: str | None = None) -> tuple[Write, ...]:
         return (rules.session_write(self.policy, iss=iss, sid=sid, sub=sub, now=self._clock()),)
@@ -125,21 +130,18 @@ class Revoker:
         found, _ = rules.lookups(self.policy, (t,))
         return t, (found[0] if found else None)
 
+    @staticmethod
+    def _judge(t: Token, lookup: Lookup, rows: Sequence[Sequence[Any]], now: float) -> bool:
+        return rules.revoked(t, dict(zip(lookup.fields, rows[0], strict=True)), now)
+
     def _done(self, scope: str, **facts: Any) -> None:
         self._audit(AuditEvent("revocation", "revoked", "", None, scope=scope, count=1, **facts))
-
-    @staticmethod
-    def _require(writes: tuple[Write, ...]) -> tuple[Write, ...]:
-        if not writes:
-            raise InvalidClaim("jti", "is missing, and so is sid: nothing identifies this token")
-        return writes
 
     # ---- async ---------------------------------------------------------
 
     async def revoke(self, token: TokenLike, *, session: bool = False) -> None:
         """Denylist one token (claims, or a token string that verifies); ``session=True``: its login too."""
-        t = self.token(token)
-        writes = self._require(rules.token_writes(self.policy, (t,), self._clock(), session=session))
+        t, writes = self.plan_token(token, session=session)
         await self._store.write(writes, self._clock())
         self._done("session" if session else "token", **ids(t))
 
@@ -158,14 +160,12 @@ class Revoker:
         if lookup is None:
             return False
         now = self._clock()
-        rows = await self._store.fetch((lookup,), now)
-        return rules.revoked(t, dict(zip(lookup.fields, rows[0], strict=True)), now)
+        return self._judge(t, lookup, await self._store.fetch((lookup,), now), now)
 
     # ---- sync ----------------------------------------------------------
 
     def revoke_sync(self, token: TokenLike, *, session: bool = False) -> None:
-        t = self.token(token)
-        writes = self._require(rules.token_writes(self.policy, (t,), self._clock(), session=session))
+        t, writes = self.plan_token(token, session=session)
         self._store.write_sync(writes, self._clock())
         self._done("session" if session else "token", **ids(t))
 
@@ -182,5 +182,4 @@ class Revoker:
         if lookup is None:
             return False
         now = self._clock()
-        rows = self._store.fetch_sync((lookup,), now)
-        return rules.revoked(t, dict(zip(lookup.fields, rows[0], strict=True)), now)
+        return self._judge(t, lookup, self._store.fetch_sync((lookup,), now), now)

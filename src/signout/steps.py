@@ -7,9 +7,8 @@ result. An adapter is a loop over these five, nothing more.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from .http import Answer
 from .layout import Lookup, Write
@@ -23,10 +22,6 @@ class Pass:
     """Hand the request to the app, with the verified token if there is one."""
 
     token: Token | None = None
-
-    @property
-    def claims(self) -> Mapping[str, Any] | None:
-        return None if self.token is None else self.token.claims
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,14 +79,13 @@ def _request(environ: Environ) -> Request:
     # PEP 3333 hands the path over as latin-1 decoded bytes; ASGI as UTF-8. Match ASGI.
     raw_path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     path = raw_path.encode("latin-1", "replace").decode("utf-8", "replace")
-    peer = environ.get("REMOTE_ADDR")
     return Request(
         kind="http",
         method=environ.get("REQUEST_METHOD", "GET"),
         path=path,
         query=environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
         headers=headers,
-        client=f"{peer}:{environ.get('REMOTE_PORT', '')}".rstrip(":") if peer else None,
+        client=(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
     )
 
 
