@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from _common import (
     run_sequential,
     signout_kwargs,
     starlette_app,
+    stop_mirror_threads,
     verdict,
     versions,
 )
@@ -345,13 +345,6 @@ async def bench(configs: list[Config], args: argparse.Namespace, port: int | Non
         report(result, args.rounds)
         results.append(result)
     return results
-
-
-def stop_mirror_threads() -> None:
-    """Our mirrors' threads notice ``close()`` within half a second; let them finish before Redis goes."""
-    for thread in threading.enumerate():
-        if thread.name == "signout-mirror":
-            thread.join(2)
 
 
 def main() -> None:

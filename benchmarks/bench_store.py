@@ -37,7 +37,6 @@ import asyncio
 import functools
 import logging
 import random
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -65,6 +64,7 @@ from _common import (
     run_concurrent,
     run_sequential,
     signout_kwargs,
+    stop_mirror_threads,
     verdict,
     versions,
 )
@@ -332,12 +332,6 @@ async def lag(port: int, args: argparse.Namespace) -> None:
 
 
 # ---- main -----------------------------------------------------------------------------------
-
-
-def stop_mirror_threads() -> None:
-    for thread in threading.enumerate():
-        if thread.name == "signout-mirror":
-            thread.join(2)
 
 
 def main() -> None:

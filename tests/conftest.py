@@ -28,6 +28,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def spawn_redis(args: list[str]) -> subprocess.Popen[bytes]:
+    """``redis-server ARGS`` in the background; ``FileNotFoundError`` when it is not installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise FileNotFoundError("redis-server")
+    return subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for_redis(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Until it answers PING; ``RuntimeError`` if it exits or takes over 10 s."""
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"redis-server on port {port} did not start") from None
+                time.sleep(0.02)
+    finally:
+        client.close()
+
+
 class RedisServer:
     """A redis-server of our own on a free loopback port; nothing on disk."""
 
@@ -37,25 +62,10 @@ class RedisServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise FileNotFoundError("redis-server")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.process = spawn_redis(
+            ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-        client.close()
+        wait_for_redis(self.port, self.process)
         return self
 
     def stop(self) -> None:

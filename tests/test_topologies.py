@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from signout import SignOutMiddleware
 
 from .apps import starlette_app
-from .conftest import SECRET, TokenFactory, _missing_redis, free_port
+from .conftest import SECRET, TokenFactory, _missing_redis, free_port, spawn_redis, wait_for_redis
 
 
 def _cluster_port() -> int:
@@ -37,26 +37,11 @@ def _cluster_port() -> int:
 
 
 def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    if binary is None:
+    try:
+        return spawn_redis(args)
+    except FileNotFoundError:
         _missing_redis("redis-server is not installed")
-    assert binary is not None
-    return subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _wait(port: int) -> None:
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-        finally:
-            client.close()
+        raise
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +58,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
         for p in ports
     ]  # fmt: skip
     try:
-        for p in ports:
-            _wait(p)
+        for p, process in zip(ports, processes, strict=True):
+            wait_for_redis(p, process)
         subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
              "--cluster-yes"],
@@ -144,8 +129,8 @@ def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         _spawn([str(conf), "--sentinel"]),
     ]
     try:
-        _wait(master)
-        _wait(sentinel_port)
+        wait_for_redis(master, processes[0])
+        wait_for_redis(sentinel_port, processes[1])
         yield sentinel_port
     finally:
         for process in processes:
