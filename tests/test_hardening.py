@@ -87,10 +87,13 @@ def test_editing_nested_claims_does_not_edit_the_cache() -> None:
     import jwt
 
     verifier = build_settings(key=SECRET, clock=lambda: NOW).verifier
-    token = jwt.encode({"sub": "a", "roles": ["user"], "exp": int(NOW) + 60}, SECRET, algorithm="HS256")
-    first = verifier.verify(token, Source.HEADER, NOW)
-    first.claims["roles"].append("admin")
-    assert verifier.verify(token, Source.HEADER, NOW).claims["roles"] == ["user"]
+    claims = {"sub": "a", "roles": ["user"], "org": {"teams": ["x"]}, "exp": int(NOW) + 60}
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    given = verifier.verify(token, Source.HEADER, NOW).app_claims()  # what the app gets
+    given["roles"].append("admin")
+    given["org"]["teams"].append("y")
+    again = verifier.verify(token, Source.HEADER, NOW)
+    assert again.claims == claims and again.app_claims() == claims
 
 
 def test_a_wsgi_header_beyond_latin1_is_not_a_crash(make_token: TokenFactory) -> None:

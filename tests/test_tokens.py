@@ -245,16 +245,20 @@ def test_verified_cache_skips_pyjwt_but_still_judges_time(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(Verifier, "_decode", counting)
     v = verifier(verified_cache_size=2)
-    token = hs(good(exp=int(NOW) + 60))
+    token = hs(good(exp=int(NOW) + 60, roles=["user"]))
     first = v.verify(token, Source.HEADER, NOW)
     again = v.verify(token, Source.ACCESS_COOKIE, NOW + 1)
     assert len(calls) == 1
     assert again.source is Source.ACCESS_COOKIE and again.claims == first.claims
     with pytest.raises(ExpiredToken):
         v.verify(token, Source.HEADER, NOW + 60 + 31)  # cached, and still expired on time
-    first.claims["sub"] = "mallory"  # type: ignore[index]
+    with pytest.raises(TypeError):  # the cached claims are read-only ...
+        first.claims["sub"] = "mallory"  # type: ignore[index]
+    mine = first.app_claims()  # ... and the app gets its own copy, nested values included
+    mine["sub"] = "mallory"
+    mine["roles"].append("admin")
     assert v.verify(token, Source.HEADER, NOW).sub == "alice"
-    assert v.verify(token, Source.HEADER, NOW).claims["sub"] == "alice"
+    assert v.verify(token, Source.HEADER, NOW).app_claims() == {**mine, "sub": "alice", "roles": ["user"]}
 
 
 def test_verified_cache_is_bounded_and_never_holds_bad_tokens(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .errors import StoreError
 from .http import Answer, Request
+from .layout import Lookup
 from .options import Options
 from .steps import Fetch, Pass, Read, Respond, Step
-from .stores.base import AsyncStore
+from .stores.base import AsyncStore, Value
 from .wiring import CLAIMS_KEY, Adapter
 
 if TYPE_CHECKING:
@@ -36,6 +37,11 @@ class SignOutMiddleware(Adapter):
         self.app: ASGIApp = app
         self.store: AsyncStore = self.raw_store
         self._timeout = self.settings.store_timeout
+        # A store that can answer from memory without waiting (embedded, or a
+        # mirror in sync) is asked directly: no coroutine, no deadline.
+        self._fetch_local: Callable[[tuple[Lookup, ...], float], list[list[Value]] | None] | None = getattr(
+            self.store, "fetch_local", None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -50,15 +56,21 @@ class SignOutMiddleware(Adapter):
             headers=scope.get("headers", ()),
             client=scope.get("client"),
         )
-        step = await self._drive(self.engine.start(request), receive)
-        if isinstance(step, Pass):
+        step = self.engine.start(request)
+        if type(step) is Fetch and self._fetch_local is not None:
+            rows = self._fetch_local(step.lookups, step.now)
+            if rows is not None:
+                step = step.resume(rows)
+        if type(step) is not Pass and type(step) is not Respond:
+            step = await self._drive(step, receive)
+        if type(step) is Pass:
             if step.token is not None:
-                scope[CLAIMS_KEY] = step.token.claims
+                scope[CLAIMS_KEY] = step.token.app_claims()
             await self.app(scope, receive, send)
         elif kind == "http":
-            await _send_http(step.answer, send)
+            await _send_http(cast(Respond, step).answer, send)
         else:
-            await _refuse_websocket(step.answer, scope, send)
+            await _refuse_websocket(cast(Respond, step).answer, scope, send)
 
     def _closing(self, send: Send) -> Send:
         """``send`` that closes the store's connections once the app has shut down."""
@@ -85,10 +97,7 @@ class SignOutMiddleware(Adapter):
             pending = step
             try:
                 if isinstance(step, Fetch):
-                    call = self.store.fetch(step.lookups, step.now)
-                    # A store answering from memory (embedded, or a mirror in sync) needs no deadline.
-                    rows = await (call if getattr(self.store, "in_sync", False) else _bounded(call, self._timeout))
-                    step = step.resume(rows)
+                    step = step.resume(await _bounded(self.store.fetch(step.lookups, step.now), self._timeout))
                 else:
                     await _bounded(self.store.write(step.writes, step.now), self._timeout)
                     step = step.resume(True)

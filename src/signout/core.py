@@ -96,6 +96,8 @@ class Engine:
         if not presented:
             return _PASS
         now = s.clock()
+        if len(presented) == 1:
+            return self._guard_one(request, *presented[0], now)
         tokens: list[Token] = []
         for source, raw in presented:
             try:
@@ -112,18 +114,42 @@ class Engine:
 
         def judge(rows: Sequence[Row] | None) -> Step:
             if rows is None:
-                if s.on_store_error == "allow":
-                    return Pass(tokens[0])
-                self.event(request, "rejected", "store_error", tokens[0])
-                return Respond(self.answers.unavailable)
+                return self._store_failed(request, tokens[0])
             verdicts = rules.judge(tokens, found, owners, rows, now)
             if not any(verdicts):
                 return Pass(tokens[0])
-            dead = [t for t, v in zip(tokens, verdicts, strict=True) if v]
-            self.event(request, "rejected", "revoked", dead[0], count=len(dead))
-            return Respond(self.answers.clearing(self.answers.revoked, {t.source for t in dead}))
+            return self._revoked(request, [t for t, v in zip(tokens, verdicts, strict=True) if v])
 
         return Fetch(lookups=found, now=now, resume=judge)
+
+    def _guard_one(self, request: Request, source: Source, raw: str, now: float) -> Step:
+        """The guard for the usual request: one token (a reused one derives nothing anew)."""
+        try:
+            token = self.settings.verifier.verify(raw, source, now)
+        except TokenError as error:
+            return self._reject(request, error, source) if self.settings.on_invalid_token == "reject" else _PASS
+        lookup = rules.lookup_of(self.policy, token)
+        if lookup is None:
+            return Pass(token)
+
+        def judge(rows: Sequence[Row] | None) -> Step:
+            if rows is None:
+                return self._store_failed(request, token)
+            if rules.revoked_alone(token, lookup, rows[0], now):
+                return self._revoked(request, [token])
+            return Pass(token)
+
+        return Fetch(lookups=(lookup,), now=now, resume=judge)
+
+    def _store_failed(self, request: Request, token: Token) -> Step:
+        if self.settings.on_store_error == "allow":
+            return Pass(token)
+        self.event(request, "rejected", "store_error", token)
+        return Respond(self.answers.unavailable)
+
+    def _revoked(self, request: Request, dead: list[Token]) -> Respond:
+        self.event(request, "rejected", "revoked", dead[0], count=len(dead))
+        return Respond(self.answers.clearing(self.answers.revoked, {t.source for t in dead}))
 
     def _reject(self, request: Request, error: TokenError, source: Source) -> Respond:
         self.event(request, "rejected", "invalid_token", reason=error.description)

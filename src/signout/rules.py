@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from . import layout
 from .layout import Lookup, Write
@@ -46,6 +46,29 @@ def fields_of(token: Token) -> list[bytes]:
 
 def bucket_of(policy: Policy, token: Token) -> str | None:
     return layout.bucket_key(policy.key_prefix, token.iss, token.sub, token.sid, token.jti)
+
+
+def lookup_of(policy: Policy, token: Token) -> Lookup | None:
+    """The one lookup that judges ``token`` alone (the guard's common case).
+
+    Remembered on the token's verified-cache entry, so a reused token pays for
+    its bucket digest and field names once, not on every request.
+    """
+    verified = token.verified
+    if verified is not None and verified.memo is not None and verified.memo[0] is policy:
+        return cast("Lookup | None", verified.memo[1])
+    key = bucket_of(policy, token)
+    lookup = None if key is None else Lookup(key, tuple(fields_of(token)))
+    if verified is not None:
+        verified.memo = (policy, lookup)
+    return lookup
+
+
+def revoked_alone(token: Token, lookup: Lookup, row: Sequence[Any], now: float) -> bool:
+    """Whether ``row`` (the store's answer to ``lookup_of(token)``) revokes ``token``."""
+    if not any(row):  # nothing stored for any of its ids: the usual answer
+        return False
+    return revoked(token, dict(zip(lookup.fields, row, strict=True)), now)
 
 
 def lookups(policy: Policy, tokens: Iterable[Token]) -> tuple[tuple[Lookup, ...], list[str | None]]:

@@ -9,14 +9,15 @@ pinned algorithms, which prepared key to try.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
 
 from jwt.algorithms import get_default_algorithms
@@ -35,7 +36,10 @@ from .keys import VerificationKey
 # A JWT is three base64url segments; anything longer than this is refused
 # before any parsing, so a 64 KB header costs nothing.
 MAX_TOKEN_CHARS = 16384
-_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+# Three base64url segments and nothing else: no padding, whitespace or non-ASCII.
+_SHAPE = re.compile(r"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_MAX_PLANS = 256
 
 
 class Source(Enum):
@@ -48,7 +52,11 @@ class Source(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    """A verified token: the claims, and the ids signout keys revocations by."""
+    """A verified token: the claims, and the ids signout keys revocations by.
+
+    ``claims`` is shared with the verified-claims cache, so it is read-only
+    here; ``app_claims()`` gives the app a copy of its own.
+    """
 
     source: Source
     claims: Mapping[str, Any]
@@ -58,20 +66,56 @@ class Token:
     jti: str | None
     iat: float | None
     exp: float
+    # The cache entry this token came from, where the engine keeps what it
+    # derives from the ids (its store lookup) so a reused token derives it once.
+    verified: _Verified | None = field(default=None, compare=False, repr=False)
+
+    def app_claims(self) -> dict[str, Any]:
+        """A copy deep enough that editing it (``claims["roles"].append(...)``) leaves the cache alone."""
+        if self.verified is not None:
+            return self.verified.copy_claims()
+        return _copy(self.claims)
 
 
-@dataclass(frozen=True, slots=True)
 class _Verified:
     """What a good signature established about a token; time is judged on every use."""
 
-    claims: Mapping[str, Any]
-    iss: str
-    sub: str | None
-    sid: str | None
-    jti: str | None
-    iat: float | None
-    nbf: float | None
-    exp: float | None
+    __slots__ = ("_nested", "_view", "claims", "exp", "iat", "iss", "jti", "memo", "nbf", "sid", "sub", "tokens")
+
+    def __init__(
+        self,
+        claims: dict[str, Any],
+        iss: str,
+        sub: str | None,
+        sid: str | None,
+        jti: str | None,
+        iat: float | None,
+        nbf: float | None,
+        exp: float,
+    ) -> None:
+        self.claims = claims
+        self._view = MappingProxyType(claims)
+        self.iss, self.sub, self.sid, self.jti = iss, sub, sid, jti
+        self.iat, self.nbf, self.exp = iat, nbf, exp
+        # Only lists and objects need a deep copy; most claims are strings and numbers.
+        self._nested = tuple(k for k, v in claims.items() if type(v) is list or type(v) is dict)
+        #: One Token per source it was presented from: a reused token builds none.
+        self.tokens: dict[Source, Token] = {}
+        #: Whatever the engine derived from the ids (see ``rules.lookup_of``), for its owner.
+        self.memo: tuple[object, object] | None = None
+
+    def token(self, source: Source) -> Token:
+        token = self.tokens.get(source)
+        if token is None:
+            token = Token(source, self._view, self.iss, self.sub, self.sid, self.jti, self.iat, self.exp, self)
+            self.tokens[source] = token
+        return token
+
+    def copy_claims(self) -> dict[str, Any]:
+        out = self.claims.copy()
+        for name in self._nested:
+            out[name] = _copy_value(out[name])
+        return out
 
 
 class Verifier:
@@ -107,6 +151,7 @@ class Verifier:
         self._algorithm_objects = {name: get_default_algorithms()[name] for name in self._algorithms}
         self._cache_size = cache_size
         self._cache: OrderedDict[str, _Verified] = OrderedDict()
+        self._plans: dict[str, tuple[str, tuple[VerificationKey, ...]]] = {}
 
     def verify(self, raw: str, source: Source, now: float) -> Token:
         """Return the verified token or raise a ``TokenError``."""
@@ -120,17 +165,16 @@ class Verifier:
                 # Whatever else a hostile token makes PyJWT or json raise is a
                 # malformed token, never a 500 (SPEC section 6).
                 raise MalformedToken() from exc
-            exp = self._timely(known, now)
+            self._timely(known, now)
             if self._cache_size:
                 self._remember(raw, known)
         else:
-            exp = self._timely(known, now)
+            self._timely(known, now)
             try:  # noqa: SIM105 - contextlib.suppress costs more on the hot path
                 self._cache.move_to_end(raw)
             except KeyError:  # evicted by another thread meanwhile (WSGI)
                 pass
-        # A copy per request: an app that edits its claims must not edit the cache.
-        return Token(source, _copy(known.claims), known.iss, known.sub, known.sid, known.jti, known.iat, exp)
+        return known.token(source)
 
     def _remember(self, raw: str, known: _Verified) -> None:
         cache = self._cache
@@ -142,23 +186,39 @@ class Verifier:
                 break
 
     def _signed_claims(self, raw: str) -> dict[str, Any]:
-        if not raw or len(raw) > MAX_TOKEN_CHARS or raw.count(".") != 2:
+        if len(raw) > MAX_TOKEN_CHARS or _SHAPE.fullmatch(raw) is None:
             raise MalformedToken()
-        if not _TOKEN_CHARS.issuperset(raw.encode("ascii", "replace")):
-            raise MalformedToken()
-        header = _header(raw)
+        head = raw[: raw.index(".")]
+        # An issuer signs every token with the same few headers: what one of
+        # them decides (algorithm, candidate keys) is worked out once.
+        plan = self._plans.get(head)
+        if plan is None:
+            plan = self._plan(head)
+            if len(self._plans) >= _MAX_PLANS:  # a flood of made-up headers cannot grow it
+                self._plans.clear()
+            self._plans[head] = plan
+        return self._decode(raw, *plan)
+
+    def _plan(self, head: str) -> tuple[str, tuple[VerificationKey, ...]]:
+        """The algorithm and the keys to try for a JOSE header, or the ``TokenError`` it deserves."""
+        header = _header(head)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._algorithms:
             raise DisallowedAlgorithm()
         kid = header.get("kid")
-        candidates = [k for k in self._keys if alg in k.algorithms and (k.kid is None or kid is None or k.kid == kid)]
+        candidates = tuple(
+            k for k in self._keys if alg in k.algorithms and (k.kid is None or kid is None or k.kid == kid)
+        )
         if not candidates:
             raise BadSignature()
-        return self._decode(raw, alg, candidates, header)
+        if "crit" in header or header.get("b64", True) is not True:
+            # No JWS extension is understood here, so none may be critical (RFC 7515 4.1.11).
+            raise MalformedToken("Token uses an unsupported JWS extension")
+        if "kid" in header and not isinstance(kid, str):
+            raise MalformedToken()
+        return alg, candidates
 
-    def _decode(
-        self, raw: str, alg: str, candidates: Sequence[VerificationKey], header: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def _decode(self, raw: str, alg: str, candidates: Sequence[VerificationKey]) -> dict[str, Any]:
         """Check the signature with PyJWT's algorithm objects and the keys prepared at construction.
 
         ``jwt.decode`` would re-run ``prepare_key`` and a per-character base64
@@ -166,11 +226,6 @@ class Verifier:
         the steps it takes are done here once, in the same order (RFC 7515 5.2):
         segments, header, signature over the exact signing input, then the payload.
         """
-        if "crit" in header or header.get("b64", True) is not True:
-            # No JWS extension is understood here, so none may be critical (RFC 7515 4.1.11).
-            raise MalformedToken("Token uses an unsupported JWS extension")
-        if "kid" in header and not isinstance(header["kid"], str):
-            raise MalformedToken()
         signing_input, _, signature_segment = raw.rpartition(".")
         payload_segment = signing_input.partition(".")[2]
         try:
@@ -180,10 +235,13 @@ class Verifier:
             raise MalformedToken() from exc
         algorithm = self._algorithm_objects[alg]
         message = signing_input.encode("ascii")
-        if not any(_verifies(algorithm, message, candidate.key, signature) for candidate in candidates):
+        for candidate in candidates:
+            if _verifies(algorithm, message, candidate.key, signature):
+                break
+        else:
             raise BadSignature()
         try:
-            claims = json.loads(payload)
+            claims = json.loads(payload.decode("utf-8"))  # JSON in a JWT is UTF-8 (RFC 7519 section 7)
         except (ValueError, RecursionError) as exc:
             raise MalformedToken() from exc
         if not isinstance(claims, dict):
@@ -219,7 +277,8 @@ class Verifier:
             if claims.get(claim) is None:
                 raise InvalidClaim(claim, "is missing")
         exp, iat = _number(claims, "exp"), _number(claims, "iat")
-        if exp is not None and iat is not None and exp - iat > self.max_lifetime + self.leeway:
+        assert exp is not None  # required just above
+        if iat is not None and exp - iat > self.max_lifetime + self.leeway:
             raise InvalidClaim("exp", "is further from iat than max_token_lifetime")
         return _Verified(
             claims=claims,
@@ -232,11 +291,10 @@ class Verifier:
             exp=exp,
         )
 
-    def _timely(self, known: _Verified, now: float) -> float:
-        """Judge the time claims against ``now``; return the expiry to use."""
+    def _timely(self, known: _Verified, now: float) -> None:
+        """Judge the time claims against ``now``."""
         leeway = self.leeway
         exp = known.exp
-        assert exp is not None  # _parse requires it
         if now > exp + leeway:
             raise ExpiredToken()
         elif exp - now > self.max_lifetime + leeway:
@@ -247,11 +305,12 @@ class Verifier:
             raise ImmatureToken()
         if known.iat is not None and known.iat > now + leeway:
             raise ImmatureToken("Token was issued in the future")
-        return exp
 
 
 def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    # _SHAPE let through only the base64url alphabet, so the lenient C decoder
+    # reads exactly what base64.urlsafe_b64decode would, minus its Python layers.
+    return binascii.a2b_base64(segment.encode("ascii").translate(_URLSAFE) + b"=" * (-len(segment) % 4))
 
 
 def _verifies(algorithm: Any, message: bytes, key: Any, signature: bytes) -> bool:
@@ -275,15 +334,14 @@ def _copy_value(value: Any) -> Any:
     return value  # str, int, float, bool, None: immutable
 
 
-def _header(raw: str) -> dict[str, Any]:
-    """The JOSE header, read only to pick a key; PyJWT checks it again in ``decode``.
+def _header(segment: str) -> dict[str, Any]:
+    """The JOSE header, read only to pick the algorithm and keys (never trusted for more).
 
     Decoded here rather than with ``jwt.get_unverified_header``, which in
     PyJWT 2.14+ parses and re-encodes all three segments (~28 us per call).
     """
-    segment = raw[: raw.index(".")]
     try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        header = json.loads(_b64decode(segment).decode("utf-8"))
     except (ValueError, binascii.Error, RecursionError) as exc:  # RecursionError: "[[[[..." 5,000 deep
         raise MalformedToken() from exc
     if not isinstance(header, dict):

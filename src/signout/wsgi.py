@@ -41,7 +41,7 @@ class SignOutWSGIMiddleware(Adapter):
         step = self._drive(self.engine.start(_request(environ)), environ)
         if isinstance(step, Pass):
             if step.token is not None:
-                environ[CLAIMS_KEY] = step.token.claims
+                environ[CLAIMS_KEY] = step.token.app_claims()
             return self.app(environ, start_response)
         answer: Answer = step.answer
         status = f"{answer.status} {HTTPStatus(answer.status).phrase}"
