@@ -177,10 +177,12 @@ def test_stats_counts_live_entries(redis_url: str, redis_client: redis.Redis) ->
     revoker.revoke_session_sync(sid="s-2", iss=ISS, sub="bob")
     revoker.revoke_sync({"iss": ISS, "sub": "carol", "jti": "j-1", "exp": now + 600})
     revoker.revoke_sync({"iss": ISS, "jti": "lonely", "exp": now + 600})
-    user_key = next(k for k in redis_client.scan_iter() if redis_client.hexists(k, "u"))
+    user_key = next(k for k in redis_client.scan_iter() if any(f[:1] == b"u" for f in redis_client.hkeys(k)))
     redis_client.hset(user_key, "jstale", "5")  # expired, not yet pruned
-    redis_client.set("signout:{" + "x" * 22 + "}", "not a bucket")
-    redis_client.hset("other:{" + "y" * 22 + "}", "u", f"1:{now + 600}")
+    shaped = (f"signout:{{{n:04x}}}" for n in range(0xFFFF, 0, -1))
+    foreign = next(k for k in shaped if not redis_client.exists(k))
+    redis_client.set(foreign, "not a bucket")  # shaped like a bucket, but not a hash
+    redis_client.hset("other:{0000}", "u", f"1:{now + 600}")
 
     done = cli("stats", "--json", url=redis_url)
     assert done.returncode == 0, done.stderr

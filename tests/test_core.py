@@ -77,7 +77,7 @@ def test_guard_answers_from_store_rows() -> None:
     step = engine().start(request(headers=auth(token())))
     assert isinstance(step, Fetch)
     (lookup,) = step.lookups
-    assert lookup.fields == (b"u", b"ss", b"jj")
+    assert lookup.fields == (U, S, J)
     assert isinstance(step.resume([[None, None, None]]), Pass)
     dead = step.resume([[None, None, layout.expiry_value(int(NOW) + 10)]])
     assert isinstance(dead, Respond) and dead.answer.status == 401
@@ -114,8 +114,8 @@ def test_logout_writes_jti_until_exp_plus_leeway_and_sid_for_the_max_lifetime_pl
     assert isinstance(step, Commit)
     (write,) = step.writes
     assert dict(write.fields) == {
-        b"jj": layout.expiry_value(int(NOW) + 600 + 30),
-        b"ss": layout.expiry_value(int(NOW) + 3600 + 2 * 30),
+        J: layout.expiry_value(int(NOW) + 600 + 30),
+        S: layout.expiry_value(int(NOW) + 3600 + 2 * 30),
     }
 
 
@@ -127,19 +127,21 @@ def t(iat: float | None = NOW, sub: str | None = "alice", sid: str | None = "s",
 
 
 FAR = int(NOW) + 10_000
+# The fields of t()'s ids (sub "alice", sid "s", jti "j", all of ISS).
+U, S, J = layout.user_field(ISS, "alice"), layout.session_field(ISS, "s"), layout.token_field(ISS, "j")
 REVOKED: list[tuple[str, Token, dict[bytes, bytes], bool]] = [
     ("nothing stored", t(), {}, False),
-    ("jti denylisted", t(), {b"jj": layout.expiry_value(FAR)}, True),
-    ("jti entry expired", t(), {b"jj": layout.expiry_value(int(NOW) - 1)}, False),
-    ("other jti", t(jti="k"), {b"jj": layout.expiry_value(FAR)}, False),
-    ("sid logged out", t(), {b"ss": layout.expiry_value(FAR)}, True),
-    ("user cutoff after iat", t(iat=NOW - 5), {b"u": layout.cutoff_value(int(NOW), FAR)}, True),
-    ("user cutoff equal to iat", t(iat=NOW), {b"u": layout.cutoff_value(int(NOW), FAR)}, True),
-    ("user cutoff before iat", t(iat=NOW + 1), {b"u": layout.cutoff_value(int(NOW), FAR)}, False),
-    ("no iat, any cutoff", t(iat=None), {b"u": layout.cutoff_value(0, FAR)}, True),
-    ("cutoff record expired", t(iat=NOW - 5), {b"u": layout.cutoff_value(int(NOW), int(NOW) - 1)}, False),
-    ("no sub: cutoff ignored", t(sub=None), {b"u": layout.cutoff_value(int(NOW), FAR)}, False),
-    ("garbage value", t(), {b"jj": b"not-a-number"}, False),
+    ("jti denylisted", t(), {J: layout.expiry_value(FAR)}, True),
+    ("jti entry expired", t(), {J: layout.expiry_value(int(NOW) - 1)}, False),
+    ("other jti", t(jti="k"), {J: layout.expiry_value(FAR)}, False),
+    ("sid logged out", t(), {S: layout.expiry_value(FAR)}, True),
+    ("user cutoff after iat", t(iat=NOW - 5), {U: layout.cutoff_value(int(NOW), FAR)}, True),
+    ("user cutoff equal to iat", t(iat=NOW), {U: layout.cutoff_value(int(NOW), FAR)}, True),
+    ("user cutoff before iat", t(iat=NOW + 1), {U: layout.cutoff_value(int(NOW), FAR)}, False),
+    ("no iat, any cutoff", t(iat=None), {U: layout.cutoff_value(0, FAR)}, True),
+    ("cutoff record expired", t(iat=NOW - 5), {U: layout.cutoff_value(int(NOW), int(NOW) - 1)}, False),
+    ("no sub: cutoff ignored", t(sub=None), {U: layout.cutoff_value(int(NOW), FAR)}, False),
+    ("garbage value", t(), {J: b"not-a-number"}, False),
 ]
 
 
@@ -151,7 +153,7 @@ def test_revoked_table(name: str, tok: Token, values: dict[bytes, bytes], expect
 # ---- key layout: ids are data, never key syntax -----------------------------
 
 NASTY = ["*", "{", "}", "{alice}", "a}b{c", "\r\n", "\x00", "x" * 5000, "x" * 65536, "é", "\ud800", ""]
-KEY = re.compile(r"^signout:\{[A-Za-z0-9_-]{22}\}$")
+KEY = re.compile(r"^signout:\{[0-9a-f]{4}\}$")
 
 
 @pytest.mark.parametrize("value", NASTY, ids=[repr(v)[:20] for v in NASTY])
@@ -162,19 +164,36 @@ def test_every_id_yields_a_well_formed_key_with_one_tag(value: str) -> None:
         layout.bucket_key("signout", ISS, None, None, value),
     ):
         assert key is not None and KEY.match(key)
-    assert len(layout.token_field(value)) <= 65
-    assert len(layout.session_field(value)) <= 65
+    for field in (layout.user_field(value, value), layout.session_field(ISS, value), layout.token_field(ISS, value)):
+        assert len(field) == 1 + layout.FIELD_DIGEST
 
 
-def test_distinct_ids_never_share_a_bucket_or_field() -> None:
-    pairs = [("a:b", "c"), ("a", "b:c"), ("a\x00", "b"), ("a", "\x00b")]
-    keys = {layout.bucket_key("p", iss, sub, None, None) for iss, sub in pairs}
-    assert len(keys) == len(pairs)
-    kinds = {layout.bucket_key("p", ISS, "x", None, None), layout.bucket_key("p", ISS, None, "x", None)}
-    assert len(kinds) == 2
-    long_a, long_b = "x" * 100, "x" * 99 + "y"
-    assert layout.token_field(long_a) != layout.token_field(long_b)
-    assert layout.token_field("J" + "x" * 10) != layout.token_field("x" * 100)
+def test_distinct_ids_never_share_a_field() -> None:
+    pairs = [("a:b", "c"), ("a", "b:c"), ("a\x00", "b"), ("a", "\x00b"), (ISS, "x" * 100), (ISS, "x" * 99 + "y")]
+    for make in (layout.user_field, layout.session_field, layout.token_field):
+        assert len({make(iss, value) for iss, value in pairs}) == len(pairs)
+    # One id as a user, a session and a token: three kinds, three fields.
+    assert len({layout.user_field(ISS, "x"), layout.session_field(ISS, "x"), layout.token_field(ISS, "x")}) == 3
+    # The same jti from two issuers is two tokens.
+    assert layout.token_field("https://a", "j") != layout.token_field("https://b", "j")
+
+
+def test_a_token_is_judged_from_one_bucket_its_owner_picks() -> None:
+    # Owner: the user if there is a sub, else the session, else the token itself.
+    assert layout.bucket_key("p", ISS, "alice", "s1", "j1") == layout.bucket_key("p", ISS, "alice", None, None)
+    assert layout.bucket_key("p", ISS, None, "s1", "j1") == layout.bucket_key("p", ISS, None, "s1", None)
+    assert layout.bucket_key("p", ISS, None, None, "j1") is not None
+    assert layout.bucket_key("p", ISS, None, None, None) is None
+
+
+def test_buckets_are_shared_and_spread_evenly() -> None:
+    # 65,536 shards: 200,000 users land in about 3 per bucket, none far above.
+    keys = [layout.bucket_key("p", ISS, f"user-{i}", None, None) for i in range(200_000)]
+    counts: dict[str | None, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) > 0.9 * layout.SHARDS
+    assert max(counts.values()) < 20
 
 
 MERGES = [

@@ -1,19 +1,28 @@
 """Where revocations live: key names, field names and field values.
 
-One Redis hash (a *bucket*) per user: ``<prefix>:{<tag>}``. The tag is a
-digest of (kind, iss, id), so it is cluster-safe by construction: every key a
-token needs sits in one hash slot and one ``HMGET`` answers the guard (SPEC
-section 5). Ids are data, never key syntax: no brace, ``*``, CR/LF or NUL in an
-id reaches the key name, and a 64 KB id yields the same 22-character tag.
+Revocations live in a fixed set of ``SHARDS`` Redis hashes (*buckets*),
+``<prefix>:{<4 hex digits>}``. Each id owns a 16-byte BLAKE2b digest of
+(kind, iss, id); a token's bucket is picked by its *owner*: its user if it
+has a ``sub``, else its session, else itself. So every field that can revoke
+a token sits in one bucket, one hash slot, and one ``HMGET`` answers the
+guard (SPEC section 5). Ids are data, never key syntax: whatever an id holds
+(braces, ``*``, CR/LF, NUL, 64 KB), it reaches Redis only as digest bytes.
 
-Fields of a bucket:
+Fields of a bucket, each a kind letter and 12 bytes of the id's digest:
 
-* ``u``          the user-wide cutoff: ``"<cutoff>:<expires>"``
-* ``s<sid>``     a revoked session: ``"<expires>"``
-* ``j<jti>``     a revoked token: ``"<expires>"``
+* ``u<digest(iss, sub)>``  the user-wide cutoff: ``"<cutoff>:<expires>"``
+* ``s<digest(iss, sid)>``  a revoked session: ``"<expires>"``
+* ``j<digest(iss, jti)>``  a revoked token: ``"<expires>"``
 
-An id longer than ``_MAX_RAW_ID`` bytes is stored as its digest under the
-upper-case kind letter, so fields stay small and the two forms never collide.
+Why shared buckets: a Redis key costs ~100 bytes before it holds anything,
+so a bucket per user costs ~250 bytes for the usual one revoked token per
+user; 65,536 shared buckets hold a million revoked tokens at ~30 fields
+each, a compact listpack of ~21 bytes per field (measured: ``bench_store.py
+--parts memory``). A bucket stays a listpack up to Redis's
+``hash-max-listpack-entries`` (128 by default), i.e. ~8 million live fields.
+96 bits of digest per field make a collision (which would revoke an
+innocent token, never spare a revoked one) practically impossible.
+
 Expiry is in every value because a hash field has no TTL of its own before
 Redis 7.4: writers prune expired fields, readers ignore them, and the key's
 own TTL is the latest expiry of its fields.
@@ -21,13 +30,16 @@ own TTL is the latest expiry of its fields.
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 from dataclasses import dataclass
 
-USER_FIELD = b"u"
-_MAX_RAW_ID = 64
+#: Buckets per prefix; the tag is the digest's shard as 4 hex digits.
+SHARDS = 1 << 16
+#: Bytes of an id's digest in its field name (after the kind letter).
+FIELD_DIGEST = 12
+#: Length of a bucket key's tag: ``{`` + 4 hex digits + ``}``.
+TAG_CHARS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,44 +58,46 @@ class Write:
     fields: tuple[tuple[bytes, bytes], ...]
 
 
-def _digest(*parts: str) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
+@functools.lru_cache(maxsize=16384)  # the guard and every write ask again for the same ids
+def _digest(kind: bytes, iss: str, value: str) -> bytes:
+    h = hashlib.blake2b(kind, digest_size=16)
+    for part in (iss, value):
         data = part.encode("utf-8", "surrogatepass")
         # Length-prefix every part: ("a:b", "c") and ("a", "b:c") must differ.
         h.update(len(data).to_bytes(4, "big"))
         h.update(data)
-    return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode("ascii")
+    return h.digest()
 
 
-@functools.lru_cache(maxsize=8192)  # the guard asks again for every request of a user
-def bucket_key(prefix: str, iss: str, sub: str | None, sid: str | None, jti: str | None) -> str | None:
-    """The bucket of a token: its user's, else its session's, else its own."""
+def _owner(iss: str, sub: str | None, sid: str | None, jti: str | None) -> bytes | None:
     if sub is not None:
-        tag = _digest("u", iss, sub)
-    elif sid is not None:
-        tag = _digest("s", iss, sid)
-    elif jti is not None:
-        tag = _digest("j", iss, jti)
-    else:
+        return _digest(b"u", iss, sub)
+    if sid is not None:
+        return _digest(b"s", iss, sid)
+    if jti is not None:
+        return _digest(b"j", iss, jti)
+    return None
+
+
+def bucket_key(prefix: str, iss: str, sub: str | None, sid: str | None, jti: str | None) -> str | None:
+    """The bucket of a token: the shard of its user, else of its session, else of itself."""
+    owner = _owner(iss, sub, sid, jti)
+    if owner is None:
         return None
-    return f"{prefix}:{{{tag}}}"
+    shard = int.from_bytes(owner[FIELD_DIGEST : FIELD_DIGEST + 2], "big") % SHARDS
+    return f"{prefix}:{{{shard:04x}}}"
 
 
-@functools.lru_cache(maxsize=8192)
-def _id_field(kind: bytes, value: str) -> bytes:
-    data = value.encode("utf-8", "surrogatepass")
-    if len(data) <= _MAX_RAW_ID:
-        return kind + data
-    return kind.upper() + _digest(value).encode("ascii")
+def user_field(iss: str, sub: str) -> bytes:
+    return b"u" + _digest(b"u", iss, sub)[:FIELD_DIGEST]
 
 
-def session_field(sid: str) -> bytes:
-    return _id_field(b"s", sid)
+def session_field(iss: str, sid: str) -> bytes:
+    return b"s" + _digest(b"s", iss, sid)[:FIELD_DIGEST]
 
 
-def token_field(jti: str) -> bytes:
-    return _id_field(b"j", jti)
+def token_field(iss: str, jti: str) -> bytes:
+    return b"j" + _digest(b"j", iss, jti)[:FIELD_DIGEST]
 
 
 def expiry_value(expires: int) -> bytes:

@@ -36,11 +36,11 @@ def fields_of(token: Token) -> list[bytes]:
     """The fields of its bucket that decide whether ``token`` is revoked."""
     out = []
     if token.sub is not None:
-        out.append(layout.USER_FIELD)
+        out.append(layout.user_field(token.iss, token.sub))
     if token.sid is not None:
-        out.append(layout.session_field(token.sid))
+        out.append(layout.session_field(token.iss, token.sid))
     if token.jti is not None:
-        out.append(layout.token_field(token.jti))
+        out.append(layout.token_field(token.iss, token.jti))
     return out
 
 
@@ -88,16 +88,16 @@ def lookups(policy: Policy, tokens: Iterable[Token]) -> tuple[tuple[Lookup, ...]
 def revoked(token: Token, values: Mapping[bytes, Any], now: float) -> bool:
     """Whether the stored values revoke ``token`` (SPEC section 3)."""
     if token.sub is not None:
-        user = layout.parse(values.get(layout.USER_FIELD))
+        user = layout.parse(values.get(layout.user_field(token.iss, token.sub)))
         # iat equal to the cutoff second is revoked; no iat: any cutoff revokes.
         if user is not None and now < user[1] and (token.iat is None or token.iat <= user[0]):
             return True
     if token.sid is not None:
-        session = layout.parse(values.get(layout.session_field(token.sid)))
+        session = layout.parse(values.get(layout.session_field(token.iss, token.sid)))
         if session is not None and now < session[1]:
             return True
     if token.jti is not None:
-        single = layout.parse(values.get(layout.token_field(token.jti)))
+        single = layout.parse(values.get(layout.token_field(token.iss, token.jti)))
         if single is not None and now < single[1]:
             return True
     return False
@@ -142,16 +142,16 @@ def token_writes(policy: Policy, tokens: Iterable[Token], now: float, *, session
         if key is None:
             continue
         if t.jti is not None:
-            out.add(key, layout.token_field(t.jti), layout.expiry_value(math.ceil(t.exp) + policy.leeway))
+            out.add(key, layout.token_field(t.iss, t.jti), layout.expiry_value(math.ceil(t.exp) + policy.leeway))
         if t.sid is not None and (session or t.jti is None):
-            out.add(key, layout.session_field(t.sid), layout.expiry_value(policy.session_expiry(now)))
+            out.add(key, layout.session_field(t.iss, t.sid), layout.expiry_value(policy.session_expiry(now)))
     return out.done()
 
 
 def session_write(policy: Policy, *, iss: str, sid: str, sub: str | None, now: float) -> Write:
     key = layout.bucket_key(policy.key_prefix, iss, sub, sid, None)
     assert key is not None
-    return Write(key, ((layout.session_field(sid), layout.expiry_value(policy.session_expiry(now))),))
+    return Write(key, ((layout.session_field(iss, sid), layout.expiry_value(policy.session_expiry(now))),))
 
 
 def user_write(policy: Policy, *, iss: str, sub: str, now: float, at: float | None = None) -> Write:
@@ -159,4 +159,4 @@ def user_write(policy: Policy, *, iss: str, sub: str, now: float, at: float | No
     key = layout.bucket_key(policy.key_prefix, iss, sub, None, None)
     assert key is not None
     cutoff = math.floor(now if at is None else at)
-    return Write(key, ((layout.USER_FIELD, layout.cutoff_value(cutoff, policy.session_expiry(now))),))
+    return Write(key, ((layout.user_field(iss, sub), layout.cutoff_value(cutoff, policy.session_expiry(now))),))

@@ -17,8 +17,6 @@ from . import layout
 from .errors import StoreError
 
 SAMPLE = 10_000
-# A bucket key is ``<prefix>:{<tag>}`` with a 22-character tag (see layout).
-_TAG_CHARS = 22
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +47,7 @@ def collect(client: redis.Redis, prefix: str, now: float, *, sample: int = SAMPL
 
 
 def _collect(client: redis.Redis, prefix: str, now: float, sample: int) -> Stats:
-    key_length = len(prefix) + 3 + _TAG_CHARS
+    key_length = len(prefix) + 1 + layout.TAG_CHARS
     counts = {"u": 0, "s": 0, "j": 0}
     keys = expired = memory = sampled = 0
     cursor = 0
@@ -79,7 +77,7 @@ def _collect(client: redis.Redis, prefix: str, now: float, sample: int) -> Stats
                 if parsed is None or parsed[1] <= now:
                     expired += 1
                     continue
-                kind = (name if isinstance(name, str) else name.decode("ascii", "replace"))[:1].lower()
+                kind = (name if isinstance(name, str) else name[:1].decode("ascii", "replace"))[:1]
                 if kind in counts:
                     counts[kind] += 1
         if cursor == 0:
