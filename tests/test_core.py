@@ -272,3 +272,17 @@ def test_deletion_cookie_is_exactly_the_spec_string() -> None:
         b'refresh_token=""; Path=/auth/refresh; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; '
         b"HttpOnly; Secure; SameSite=Strict"
     )
+
+
+def test_every_header_signout_reads_is_in_read_headers() -> None:
+    # The WSGI adapter builds only READ_HEADERS from the environ; a header read
+    # anywhere else would be silently absent under WSGI.
+    import pathlib
+
+    from signout import http
+
+    source = "\n".join(p.read_text() for p in pathlib.Path(http.__file__).parent.rglob("*.py"))
+    read = set(re.findall(r'header_values\([^,]+, b"([a-z-]+)"\)', source))
+    read |= set(re.findall(r'if k == b"([a-z-]+)"', source))
+    assert read, "the pattern no longer finds the reads: update this test"
+    assert read <= {name.decode() for name in http.READ_HEADERS}

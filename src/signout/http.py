@@ -16,6 +16,10 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 Headers = Sequence[tuple[bytes, bytes]]
 
+#: Every request header signout reads (lower case). The WSGI adapter builds
+#: only these from the environ; a test keeps the list complete.
+READ_HEADERS = (b"authorization", b"cookie", b"host", b"origin", b"sec-fetch-site", b"content-type")
+
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
 
