@@ -23,9 +23,12 @@ Three parts, each on its own private redis-server:
                ``RedisStore.write_sync`` (slower; the same result).
 * ``lag``      two middlewares with ``local_mirror=True`` on one Redis (one process, as two app
                instances would be); each trial logs a fresh token out through A and times until
-               B's guard answers 401, from A's 200. 200 trials (``--trials``), twice: with an idle
-               event loop (B polled every 0.1 ms) and with a saturated one (B polled back to back,
-               so the mirror's thread waits for the GIL as it would in a busy server).
+               B's guard answers 401, from A's 200. 200 trials (``--trials``) per row, for each
+               follower (``loop``: the task on the serving loop an ASGI app gets; ``thread``: the
+               thread a WSGI app gets) and each load of B's event loop: idle (B polled every
+               0.1 ms), saturated (B polled back to back, so a thread waits for the GIL as it
+               would in a busy server) and saturated with 32 polls in flight (longer loop turns,
+               which a task on the loop waits for).
 
     python benchmarks/bench_store.py [--quick] [--entries N] [--via bulk|script] [--parts logouts,memory,lag]
 """
@@ -48,6 +51,7 @@ from _common import (
     ISSUER,
     WIDTH,
     ASGIApp,
+    Keys,
     Scope,
     StealMeter,
     bare_app,
@@ -255,6 +259,33 @@ def memory(port: int, args: argparse.Namespace) -> None:
 
 # ---- (c) the local mirror's lag ----------------------------------------------------------------
 
+#: How each follower is started before timing: a task on the serving loop (what an ASGI app
+#: gets), or the thread (what WSGI gets; ``wait_in_sync`` from sync code starts it).
+FOLLOWERS = ("loop", "thread")
+
+
+@dataclass(frozen=True)
+class LoopLoad:
+    """How B's event loop is kept busy while B is asked, again and again, until it answers 401."""
+
+    name: str
+    width: int  # pollers of B in flight
+    idle: bool  # each poller blocks 0.1 ms between checks (the loop is idle); else back to back
+
+    async def pause(self) -> None:
+        await asyncio.sleep(0)  # one loop turn: the loop's other tasks (and I/O) run
+        if self.idle:
+            # Blocks the loop on purpose: the GIL is free 0.1 ms at a time, a finer
+            # resolution than the loop's own epoll timeout (1 ms) gives.
+            time.sleep(0.0001)  # noqa: ASYNC251
+
+
+LOADS = (
+    LoopLoad("idle (B polled every 0.1 ms)", 1, True),
+    LoopLoad("saturated (B polled back to back)", 1, False),
+    LoopLoad(f"saturated, {WIDTH} polls in flight", WIDTH, False),
+)
+
 
 def mirror_of(middleware: signout.SignOutMiddleware) -> MirrorStore:
     store = middleware.store
@@ -262,7 +293,16 @@ def mirror_of(middleware: signout.SignOutMiddleware) -> MirrorStore:
     return store
 
 
-async def trial(a: ASGIApp, b: ASGIApp, token: str, *, idle: bool, timeout: float) -> tuple[float, float]:
+async def poll(b: ASGIApp, check: Scope, load: LoopLoad, since: float, timeout: float) -> float:
+    """ms from ``since`` until B answers 401; ``timeout`` (in ms) if it never does."""
+    while (await call(b, check))[0] != 401:
+        if time.perf_counter() - since > timeout:
+            return timeout * 1000
+        await load.pause()
+    return (time.perf_counter() - since) * 1000
+
+
+async def trial(a: ASGIApp, b: ASGIApp, token: str, load: LoopLoad, timeout: float) -> tuple[float, float]:
     """(lag, A's logout) in ms: from A's 200 to B's first 401; the lag is ``timeout`` if B never refused."""
     check, logout = http_scope(token), http_scope(token, method="POST", path="/auth/logout")
     if (await call(b, check))[0] != 200:  # also puts the token in B's verified-claims cache
@@ -273,62 +313,78 @@ async def trial(a: ASGIApp, b: ASGIApp, token: str, *, idle: bool, timeout: floa
     t1 = time.perf_counter()
     if (await call(a, check))[0] != 401:
         raise RuntimeError("A's own revocation was not applied at once")
-    while (await call(b, check))[0] != 401:
-        if time.perf_counter() - t1 > timeout:
-            return timeout * 1000, (t1 - t0) * 1000
-        if idle:
-            # Blocks the loop on purpose: the GIL is free 0.1 ms at a time, a finer
-            # resolution than the loop's own epoll timeout (1 ms) gives.
-            time.sleep(0.0001)  # noqa: ASYNC251
-        else:
-            await asyncio.sleep(0)
-    return (time.perf_counter() - t1) * 1000, (t1 - t0) * 1000
+    lags = await asyncio.gather(*(poll(b, check, load, t1, timeout) for _ in range(load.width)))
+    return min(lags), (t1 - t0) * 1000
 
 
-async def lag(port: int, args: argparse.Namespace) -> None:
-    keys = keys_for("HS256")
-    mirrored = [
+async def mirrored_pair(port: int, keys: Keys, follower: str) -> list[signout.SignOutMiddleware]:
+    """A and B, in sync, each followed by ``follower``."""
+    pair = [
         signout.SignOutMiddleware(bare_app, redis_url=redis_url(port), local_mirror=True, **signout_kwargs(keys))
         for _ in range(2)
     ]
-    stores = [mirror_of(m) for m in mirrored]
-    for store in stores:
-        if not store.wait_in_sync(10):
-            raise RuntimeError("a mirror did not get in sync within 10 s")
-    modes = {"idle loop (B polled every 0.1 ms)": True, "saturated loop (B polled back to back)": False}
-    results: dict[str, tuple[list[float], list[float]]] = {}
-    timeout, budget = 2.0, 30.0  # per trial, per mode
+    for middleware in pair:
+        store = mirror_of(middleware)
+        synced = await store.await_in_sync(10) if follower == "loop" else store.wait_in_sync(10)
+        if not synced or store.following != follower:
+            raise RuntimeError(f"a mirror did not get in sync within 10 s, followed by {follower}")
+    return pair
+
+
+@dataclass
+class LagRow:
+    follower: str
+    load: LoopLoad
+    lags: list[float]
+    writes: list[float]
+
+
+async def lag_rows(port: int, follower: str, args: argparse.Namespace, timeout: float, budget: float) -> list[LagRow]:
+    keys = keys_for("HS256")
+    a, b = await mirrored_pair(port, keys, follower)
+    rows = []
     try:
-        for mode, idle in modes.items():
-            lags: list[float] = []
-            writes: list[float] = []
+        for load in LOADS:
+            row = LagRow(follower, load, [], [])
             deadline = time.perf_counter() + budget
-            while len(lags) < args.trials and time.perf_counter() < deadline:
-                token = make_token(keys, make_claims())
-                took, wrote = await trial(mirrored[0], mirrored[1], token, idle=idle, timeout=timeout)
-                lags.append(took)
-                writes.append(wrote)
+            while len(row.lags) < args.trials and time.perf_counter() < deadline:
+                took, wrote = await trial(a, b, make_token(keys, make_claims()), load, timeout)
+                row.lags.append(took)
+                row.writes.append(wrote)
                 await asyncio.sleep(0.002)
-            results[mode] = (lags, writes)
+            rows.append(row)
     finally:
-        for store in stores:
-            store.close()
-            await store.redis.aclose()
+        for middleware in (a, b):
+            await mirror_of(middleware).aclose()
+    return rows
+
+
+async def lag(port: int, args: argparse.Namespace) -> None:
+    timeout, budget = 2.0, 30.0  # per trial, per row
+    rows = [row for follower in FOLLOWERS for row in await lag_rows(port, follower, args, timeout, budget)]
     print("\n== Local mirror lag: a logout through A until B's guard answers 401 (A, B: local_mirror=True,")
-    print("   one process, one Redis); timed from A's 200")
-    head = ("B's event loop", "trials", "p50 ms", "p99 ms", "max ms", "target", "", "A's logout p50 ms")
-    print("  {:<40} {:>6} {:>7} {:>8} {:>8} {:>9} {:<4} {:>17}".format(*head))
-    for mode, (lags, writes) in results.items():
-        p99 = percentile(lags, 99)
-        result = verdict(p99, LAG_TARGET_MS, at_most=True)
-        late = sum(x >= timeout * 1000 for x in lags)
+    print("   one process, one Redis); timed from A's 200. Follower: loop = a task on the serving loop")
+    print("   (ASGI), thread = the thread (WSGI; wait_in_sync)")
+    head = ("follower", "B's event loop", "trials", "p50 ms", "p99 ms", "max ms", "target", "", "A's logout p50 ms")
+    print("  {:<8} {:<36} {:>6} {:>7} {:>8} {:>8} {:>9} {:<4} {:>17}".format(*head))
+    for row in rows:
+        p99 = percentile(row.lags, 99)
+        late = sum(x >= timeout * 1000 for x in row.lags)
         note = f"  ({late} never refused within {timeout:g} s, counted as {timeout:g} s)" if late else ""
-        if len(lags) < args.trials:
+        if len(row.lags) < args.trials:
             note += f"  (stopped after {budget:g} s)"
         print(
-            f"  {mode:<40} {len(lags):>6} {percentile(lags, 50):7.2f} {p99:8.2f} {max(lags):8.2f}"
-            f" {'p99 < 5':>9} {result:<4} {median(writes):17.2f}{note}"
+            f"  {row.follower:<8} {row.load.name:<36} {len(row.lags):>6} {percentile(row.lags, 50):7.2f}"
+            f" {p99:8.2f} {max(row.lags):8.2f} {'p99 < 5':>9} {verdict(p99, LAG_TARGET_MS, at_most=True):<4}"
+            f" {median(row.writes):17.2f}{note}"
         )
+    print("  thread p99 / loop p99:", end="")
+    for load in LOADS:
+        loop_p99, thread_p99 = (
+            percentile(r.lags, 99) for f in FOLLOWERS for r in rows if r.load is load and r.follower == f
+        )
+        print(f"  {load.name.split(' (')[0]} {thread_p99 / loop_p99:,.1f}x", end="")
+    print()
 
 
 # ---- main -----------------------------------------------------------------------------------
