@@ -158,9 +158,9 @@ async def variants(keys: Keys, port: int | None) -> AsyncIterator[dict[str, ASGI
             mirrored = signout.SignOutMiddleware(bare_app, redis_url=url, local_mirror=True, **kw)
             mirror = mirrored.store
             assert isinstance(mirror, MirrorStore)
-            stack.callback(mirror.close)
-            stack.push_async_callback(mirror.redis.aclose)
-            if not mirror.wait_in_sync(10):
+            stack.push_async_callback(mirror.aclose)
+            # On this loop, as an ASGI app's mirror follows (a task among the requests, no thread).
+            if not await mirror.await_in_sync(10):
                 raise RuntimeError("the local mirror did not get in sync within 10 s")
             starlette = starlette_app()
             apps |= {
