@@ -429,11 +429,16 @@ def test_a_paused_server_fails_within_the_timeout_then_recovers() -> None:
             try:
                 for _ in range(3):  # each on a fresh connection: the timed-out one was dropped, not queued on
                     started = time.monotonic()
-                    with pytest.raises(asyncio.TimeoutError):
-                        await asyncio.wait_for(store.fetch(lookup, 0), 0.2)
-                    assert time.monotonic() - started < 0.5
+                    with pytest.raises(StoreError, match="timed out"):
+                        await store.fetch(lookup, 0)  # no deadline of ours: the reader keeps its own
+                    assert 0.15 < time.monotonic() - started < 0.5
                     conn = store._per_loop[asyncio.get_running_loop()].reader._conn  # type: ignore[union-attr]
                     assert conn is not None and conn.closed  # dropped, so nothing piles up behind it
+                # A caller that gives up first (cancellation) drops the connection too.
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(store.fetch(lookup, 0), 0.05)
+                conn = store._per_loop[asyncio.get_running_loop()].reader._conn  # type: ignore[union-attr]
+                assert conn is not None and conn.closed
             finally:
                 os.kill(pid, signal.SIGCONT)
             assert await bounded(store.fetch(lookup, 0)) == [[b"v"]]
@@ -510,6 +515,52 @@ def test_the_guard_fails_closed_while_paused_and_recovers(make_token: TokenFacto
             return seen
 
         assert run(main) == [200, 503, 503, 503, 503, 503, 200]
+
+
+def test_the_adapter_arms_no_deadline_of_its_own_around_a_reader(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, make_token: TokenFactory
+) -> None:
+    # The reader bounds each read itself (one timer per connection); an
+    # asyncio.timeout per check would cost ~5 us. redis-py reads still get one.
+    import redis.asyncio as aredis
+
+    from signout import asgi
+
+    armed: list[float] = []
+    real = asgi._bounded
+
+    async def counting(call: Awaitable[T], seconds: float) -> T:
+        armed.append(seconds)
+        return await real(call, seconds)
+
+    monkeypatch.setattr(asgi, "_bounded", counting)
+    lean = SignOutMiddleware(RawApp(), key=SECRET, redis_url=redis_url)
+    pooled = SignOutMiddleware(RawApp(), key=SECRET, redis=lambda: aredis.Redis.from_url(redis_url))
+    headers = [(b"authorization", f"Bearer {make_token()}".encode())]
+    scope = {"type": "http", "method": "GET", "path": "/me", "query_string": b"", "headers": headers}
+
+    async def status(app: SignOutMiddleware) -> int:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await app(dict(scope), receive, send)
+        return int(sent[0]["status"])
+
+    async def main() -> tuple[list[int], list[int]]:
+        first = [await status(lean) for _ in range(3)]
+        second = [await status(pooled) for _ in range(3)]
+        await lean.aclose()
+        await pooled.aclose()
+        return first, second
+
+    first, second = run(main)
+    assert first == [200, 200, 200] and second == [200, 200, 200]
+    assert armed == [0.25, 0.25, 0.25]  # the three redis-py checks only
 
 
 # ---- threads ---------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ class SignOutMiddleware(Adapter):
         self._timeout = self.settings.store_timeout
         # A store that can answer from memory without waiting (embedded, or a
         # mirror in sync) is asked directly: no coroutine, no deadline.
+        # A store whose reads end by store_timeout on their own needs no deadline around them.
+        self._reads_bounded: bool = getattr(self.store, "bounds_reads", False)
         self._fetch_local: Callable[[tuple[Lookup, ...], float], list[list[Value]] | None] | None = getattr(
             self.store, "fetch_local", None
         )
@@ -97,7 +99,8 @@ class SignOutMiddleware(Adapter):
             pending = step
             try:
                 if isinstance(step, Fetch):
-                    step = step.resume(await _bounded(self.store.fetch(step.lookups, step.now), self._timeout))
+                    call = self.store.fetch(step.lookups, step.now)
+                    step = step.resume(await (call if self._reads_bounded else _bounded(call, self._timeout)))
                 else:
                     await _bounded(self.store.write(step.writes, step.now), self._timeout)
                     step = step.resume(True)

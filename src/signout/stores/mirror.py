@@ -166,6 +166,11 @@ class MirrorStore:
         self.redis.write_sync(writes, now)
         self._keep_own(writes, now)
 
+    @property
+    def bounds_reads(self) -> bool:
+        """Reads that miss the copy go to the Redis store, bounded as it bounds them."""
+        return self.redis.bounds_reads
+
     def serves(self, mode: str) -> bool:
         return self.redis.serves(mode)
 

@@ -147,6 +147,9 @@ class RedisStore:
             self._factory = source
         else:
             raise ConfigError("redis", f"expected a Redis URL, client or factory, not {type(source).__name__}")
+        #: Reads bound themselves by ``timeout`` (the lean reader's watchdog): the
+        #: ASGI adapter then arms no ``asyncio.timeout`` around each check.
+        self.bounds_reads = self._address is not None
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopLinks] = weakref.WeakKeyDictionary()
         #: Checks started in one loop tick share one pipeline (see ``stores.batch``).
         self._coalesce = coalesce

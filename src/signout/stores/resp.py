@@ -199,8 +199,13 @@ class _Lost:
     """The result of a command whose connection went away before its reply: safe to send again."""
 
 
+class _TimedOut:
+    """The result of a command still unanswered at its deadline: the store failed this read."""
+
+
 LOST = _Lost()
-Outcome: TypeAlias = "Reply | _Lost"
+TIMED_OUT = _TimedOut()
+Outcome: TypeAlias = "Reply | _Lost | _TimedOut"
 
 
 class _Connection(asyncio.Protocol):
@@ -211,6 +216,9 @@ class _Connection(asyncio.Protocol):
         self._coalesce = coalesce
         self._transport: asyncio.Transport | None = None
         self._waiters: collections.deque[asyncio.Future[Outcome]] = collections.deque()
+        # Each waiter's deadline (loop time), in the same order; one timer watches the oldest.
+        self._deadlines: collections.deque[float] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._unsent: list[bytes] = []
         self._buffer = bytearray()
         self.closed = False
@@ -232,6 +240,7 @@ class _Connection(asyncio.Protocol):
             buf = self._buffer
         pos = 0
         waiters = self._waiters
+        deadlines = self._deadlines
         try:
             while True:
                 got = parse(buf, pos)
@@ -241,6 +250,7 @@ class _Connection(asyncio.Protocol):
                 if not waiters:
                     raise ProtocolError("a reply nobody asked for")
                 waiter = waiters.popleft()
+                deadlines.popleft()
                 if not waiter.done():  # a cancelled waiter's reply is dropped here, in its turn
                     waiter.set_result(reply)
         except ProtocolError:
@@ -260,8 +270,8 @@ class _Connection(asyncio.Protocol):
 
     # requests
 
-    def send(self, payload: bytes, count: int) -> list[asyncio.Future[Outcome]]:
-        """Queue ``count`` commands (``payload``); their futures, in order."""
+    def send(self, payload: bytes, count: int, deadline: float) -> list[asyncio.Future[Outcome]]:
+        """Queue ``count`` commands (``payload``), answered by ``deadline`` or ``TIMED_OUT``; their futures."""
         transport = self._transport
         if self.closed or transport is None:
             raise ConnectionError("connection closed")
@@ -275,7 +285,38 @@ class _Connection(asyncio.Protocol):
             self._unsent.append(payload)
         futures = [self._loop.create_future() for _ in range(count)]
         self._waiters.extend(futures)
+        self._deadlines.extend([deadline] * count)
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._watch)
         return futures
+
+    def _watch(self) -> None:
+        """The deadline check: one timer per connection, not one per read.
+
+        An ``asyncio.timeout`` around each read costs ~5 us (a timer armed and
+        cancelled per request, a tenth of a round trip); this one is armed
+        once per ``timeout`` when reads keep coming. It looks at the oldest
+        command only (deadlines grow with the queue, except for a retried
+        read, which may so wait up to one more timeout).
+        """
+        self._timer = None
+        if self.closed or not self._deadlines:
+            return
+        now = self._loop.time()
+        if self._deadlines[0] > now:
+            self._timer = self._loop.call_at(self._deadlines[0], self._watch)
+            return
+        # The server is paused, hung or too slow: drop the connection (its queue
+        # would only grow); reads past their deadline fail, the rest retry.
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
+        waiters, deadlines = self._waiters, self._deadlines
+        self._waiters, self._deadlines = collections.deque(), collections.deque()
+        for waiter, deadline in zip(waiters, deadlines, strict=True):
+            if not waiter.done():
+                waiter.set_result(TIMED_OUT if deadline <= now else LOST)
+        self._fail_all()
 
     def _flush(self) -> None:
         # Every command started in this tick, in one write.
@@ -300,6 +341,10 @@ class _Connection(asyncio.Protocol):
     def _fail_all(self) -> None:
         self._unsent.clear()
         self._buffer.clear()
+        self._deadlines.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         waiters, self._waiters = self._waiters, collections.deque()
         for waiter in waiters:
             if not waiter.done():
@@ -310,8 +355,9 @@ class AsyncReader:
     """Reads on one pipelined connection, opened on first use and reopened after a loss.
 
     Belongs to one event loop (``RedisStore`` keeps one per loop). ``timeout``
-    bounds connecting and the handshake; each read is bounded by its caller
-    (the ASGI adapter's ``store_timeout``).
+    (``store_timeout``) bounds connecting, and each read from its start, so
+    callers need no deadline of their own: a read still unanswered then
+    raises ``StoreError`` (and its connection is dropped).
 
     Cancellation (the caller's timeout) aborts the connection when the
     cancelled command is still unanswered: a paused or hung server then costs
@@ -336,21 +382,24 @@ class AsyncReader:
 
     async def call(self, payload: bytes, count: int) -> list[Reply]:
         """Send ``count`` pipelined commands; their replies, error replies included, in order."""
-        replies = await self._attempt(payload, count)
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        replies = await self._attempt(payload, count, deadline)
         if replies is None:
             # The connection went away before answering (a restart, a dropped
             # socket, a neighbour's timeout): one more try on a fresh one, never a loop.
-            replies = await self._attempt(payload, count)
+            replies = await self._attempt(payload, count, deadline)
             if replies is None:
                 raise StoreError("redis read failed: connection lost")
         return replies
 
-    async def _attempt(self, payload: bytes, count: int) -> list[Reply] | None:
+    async def _attempt(self, payload: bytes, count: int, deadline: float) -> list[Reply] | None:
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connect()
+            if asyncio.get_running_loop().time() >= deadline:  # connecting took the time
+                raise StoreError("redis read timed out")
         try:
-            futures = conn.send(payload, count)
+            futures = conn.send(payload, count, deadline)
         except ConnectionError:
             return None
         replies: list[Reply] = []
@@ -359,7 +408,9 @@ class AsyncReader:
                 outcome = await future
                 if outcome is LOST:
                     return None
-                replies.append(outcome)  # type: ignore[arg-type]  # anything but LOST is a Reply
+                if outcome is TIMED_OUT:
+                    raise StoreError("redis read timed out")
+                replies.append(outcome)  # type: ignore[arg-type]  # anything but LOST/TIMED_OUT is a Reply
         except asyncio.CancelledError:
             if any(f.cancelled() or not f.done() for f in futures):
                 conn.abandon()
@@ -407,9 +458,11 @@ class AsyncReader:
             conn = made
             steps = address.handshake()
             if steps:
-                futures = conn.send(b"".join(payload for _, payload in steps), len(steps))
+                # Bounded by _open's wait_for; the watchdog's deadline is only a backstop here.
+                deadline = loop.time() + self._timeout
+                futures = conn.send(b"".join(payload for _, payload in steps), len(steps), deadline)
                 outcomes = [await f for f in futures]
-                if LOST in outcomes:
+                if LOST in outcomes or TIMED_OUT in outcomes:
                     raise ConnectionError("connection lost during the handshake")
                 _check_handshake(steps, outcomes)  # type: ignore[arg-type]  # LOST ruled out above
             return conn
