@@ -9,14 +9,15 @@ Three parts, each on its own private redis-server:
 * ``memory``   1,000,000 (``--entries``) revoked tokens written in signout's key layout, for three
                distributions; bytes per revoked token = the growth of ``INFO memory`` used_memory
                divided by the tokens:
-               - ``local``     1 revoked token per user, as a local logout writes it: ``j<jti>`` and
-                               ``s<sid>`` in the user's bucket;
-               - ``10/user``   10 revoked tokens per user (10 logins, each logged out): 20 fields per bucket;
-               - ``jti-only``  1 per user, ``revoker.revoke(claims)`` (``session=False``): ``j<jti>`` only.
+               - ``local``     1 revoked token per user, as a local logout writes it: a ``j`` (jti) and
+                               an ``s`` (sid) field in the bucket of the user's shard;
+               - ``10/user``   10 revoked tokens per user (10 logins, each logged out): 20 fields per user;
+               - ``jti-only``  1 per user, ``revoker.revoke(claims)`` (``session=False``): the ``j`` field only.
+               Buckets are shared (65,536 per prefix, see ``signout.layout``), so users share keys.
                jti, sid and sub are UUID strings (36 characters); 15-minute access tokens issued
                over the last 10 minutes (none expires during the load).
                ``--via bulk`` (default): the buckets, fields and values come from signout's own
-               ``rules.token_writes``, written as one ``HSET`` + ``EXPIRE`` per bucket (the TTL the
+               ``rules.token_writes``, written as one ``HSET`` + ``EXPIRE NX`` + ``EXPIRE GT`` per write (the TTL the
                merge script sets); before the timed load, 300 users per distribution are written
                both that way and through ``RedisStore.write_sync`` (the merge script, one write per
                logout) and compared field by field. ``--via script``: everything through
@@ -166,7 +167,9 @@ def bulk(pipe: Any, dist: Distribution, tokens: Sequence[Token], now: float) -> 
     for w in rules.token_writes(POLICY, tokens, now, session=dist.session):
         latest = max(parsed[1] for _, v in w.fields if (parsed := layout.parse(v)) is not None)
         pipe.hset(w.key, mapping=dict(w.fields))
-        pipe.expire(w.key, latest - int(now) + 1)
+        # A bucket is shared: its TTL is the latest of all its fields, as the script sets it.
+        pipe.expire(w.key, latest - int(now) + 1, nx=True)
+        pipe.expire(w.key, latest - int(now) + 1, gt=True)
 
 
 def check_bulk(port: int, dist: Distribution, now: float) -> None:
