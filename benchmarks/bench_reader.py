@@ -32,7 +32,9 @@ import redis.asyncio as aredis
 from _common import WIDTH, StealMeter, median, redis_server, redis_url, rotations, versions
 from redis.utils import HIREDIS_AVAILABLE
 
-from signout.stores.resp import Address, AsyncReader, SyncReader
+from signout.stores.reader_async import AsyncReader
+from signout.stores.reader_sync import SyncReader
+from signout.stores.resp import Address
 
 BUCKETS = 64
 FIELDS = (b"jti-0123456789abcdef", b"sid-0123456789abcdef", b"u")

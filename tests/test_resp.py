@@ -19,7 +19,9 @@ from signout import RedisStore, SignOutMiddleware, SignOutWSGIMiddleware
 from signout.errors import ConfigError, StoreError
 from signout.layout import Lookup
 from signout.stores.base import Value
-from signout.stores.resp import Address, AsyncReader, Row, SyncReader, encode, parse
+from signout.stores.reader_async import AsyncReader
+from signout.stores.reader_sync import SyncReader
+from signout.stores.resp import Address, Row, encode, parse
 
 from .apps import RawApp, wsgi_app
 from .conftest import SECRET, RedisServer, TokenFactory, free_port, spawn_redis

@@ -32,7 +32,9 @@ from ..errors import ConfigError, StoreError
 from ..layout import Lookup, Write
 from .base import Value
 from .batch import Coalescer
-from .resp import Address, AsyncReader, SyncReader
+from .reader_async import AsyncReader
+from .reader_sync import SyncReader
+from .resp import Address
 
 MERGE_SCRIPT = """
 local key = KEYS[1]

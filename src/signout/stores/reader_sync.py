@@ -1,0 +1,146 @@
+"""``SyncReader``: the guard's reads for the WSGI twin, on one blocking socket per thread.
+
+``store_timeout`` is its connect and read timeout: a WSGI worker has nothing
+else to bound the wait.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import weakref
+from collections.abc import Sequence
+
+from ..errors import StoreError
+from .resp import Address, ProtocolError, Reply, Request, Row, check_handshake, encode_hmget, parse, to_row
+
+_RECV_SIZE = 65536
+
+
+class _Link:
+    """One thread's socket and the unread bytes after its last reply."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.pid = os.getpid()
+
+    def usable(self) -> bool:
+        # A forked child must not share its parent's socket: replies would cross.
+        return self.pid == os.getpid() and self.sock.fileno() != -1
+
+    def exchange(self, payload: bytes, count: int) -> list[Reply]:
+        """Send ``payload`` (``count`` commands) and read their replies."""
+        self.sock.sendall(payload)
+        replies: list[Reply] = []
+        buf: bytes | bytearray = b""
+        pos = 0
+        while len(replies) < count:
+            got = parse(buf, pos)
+            if got is not None:
+                reply, pos = got
+                replies.append(reply)
+                continue
+            chunk = self.sock.recv(_RECV_SIZE)
+            if not chunk:
+                raise ConnectionResetError("closed by the server")
+            if not buf:
+                buf = chunk  # the usual case: the whole reply in one read, no copy
+            else:
+                if isinstance(buf, bytes):
+                    buf = bytearray(buf)
+                del buf[:pos]
+                pos = 0
+                buf += chunk
+        if pos != len(buf):
+            raise ProtocolError("more replies than commands")
+        return replies
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __del__(self) -> None:  # a thread that ended takes its socket with it
+        self.sock.close()
+
+
+class SyncReader:
+    """Blocking reads, one socket per thread; ``timeout`` bounds connecting and each read."""
+
+    def __init__(self, address: Address, *, timeout: float) -> None:
+        self._address = address
+        self._timeout = timeout
+        self._local = threading.local()
+        self._links: weakref.WeakSet[_Link] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def hmget(self, key: str, fields: Sequence[bytes]) -> Row:
+        return to_row(self.call(encode_hmget(key, fields), 1)[0])
+
+    def hmget_many(self, requests: Sequence[Request]) -> list[Row]:
+        payload = b"".join([encode_hmget(key, fields) for key, fields in requests])
+        return [to_row(reply) for reply in self.call(payload, len(requests))]
+
+    def call(self, payload: bytes, count: int) -> list[Reply]:
+        """Send ``count`` commands in one write; their replies in order."""
+        link: _Link | None = getattr(self._local, "link", None)
+        if link is not None and link.usable():
+            try:
+                return link.exchange(payload, count)
+            except TimeoutError as exc:  # a retry would double the wait on a slow server
+                self._drop(link)
+                raise StoreError(f"redis read failed: {type(exc).__name__}") from None
+            except (OSError, ProtocolError):
+                # Most likely stale (the server restarted since): one try on a fresh socket.
+                self._drop(link)
+        link = self._open()
+        try:
+            return link.exchange(payload, count)
+        except (OSError, ProtocolError) as exc:
+            self._drop(link)
+            raise StoreError(f"redis read failed: {type(exc).__name__}") from None
+
+    def _open(self) -> _Link:
+        address = self._address
+        try:
+            if address.path is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self._timeout)
+                try:
+                    sock.connect(address.path)
+                except BaseException:
+                    sock.close()
+                    raise
+            else:
+                sock = socket.create_connection((address.host, address.port), timeout=self._timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            raise StoreError(f"redis connect failed: {type(exc).__name__}") from None
+        link = _Link(sock)
+        steps = address.handshake()
+        if steps:
+            try:
+                replies = link.exchange(b"".join(payload for _, payload in steps), len(steps))
+                check_handshake(steps, replies)
+            except (OSError, ProtocolError) as exc:
+                link.close()
+                raise StoreError(f"redis connect failed: {type(exc).__name__}") from None
+            except StoreError:
+                link.close()
+                raise
+        self._local.link = link
+        with self._lock:
+            self._links.add(link)
+        return link
+
+    def _drop(self, link: _Link) -> None:
+        link.close()
+        if getattr(self._local, "link", None) is link:
+            del self._local.link
+
+    def close(self) -> None:
+        """Close every thread's socket; each thread opens a new one on its next read."""
+        with self._lock:
+            links = list(self._links)
+            self._links.clear()
+        for link in links:
+            link.close()
