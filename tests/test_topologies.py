@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from signout import SignOutMiddleware
 
 from .apps import starlette_app
-from .conftest import SECRET, TokenFactory, _missing_redis, free_port, spawn_redis, wait_for_redis
+from .conftest import SECRET, TokenFactory, free_port, missing_redis, spawn_redis, wait_for_redis
 
 
 def _cluster_port() -> int:
@@ -40,14 +40,14 @@ def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
     try:
         return spawn_redis(args)
     except FileNotFoundError:
-        _missing_redis("redis-server is not installed")
+        missing_redis("redis-server is not installed")
         raise
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
     if shutil.which("redis-cli") is None:
-        _missing_redis("redis-cli is not installed")
+        missing_redis("redis-cli is not installed")
     folder: Path = tmp_path_factory.mktemp("cluster")
     ports = [_cluster_port() for _ in range(3)]
     processes = [
