@@ -102,6 +102,18 @@ def test_standalone_revoker_with_a_key_verifies_token_strings(redis_url: str) ->
         revoker.revoke_sync(jwt.encode(claims(), "k" * 40, algorithm="HS256"))
 
 
+def test_a_token_the_revoker_hands_out_is_not_the_guards() -> None:
+    # middleware.revoker shares the guard's verifier and its cache: app code that
+    # edits what it gets must not edit what the guard hands the next request.
+    middleware = SignOutMiddleware(starlette_app(), key=SECRET, store=MemoryStore(warn=False))
+    raw = jwt.encode(claims(roles=["user"]), SECRET, algorithm="HS256")
+    mine = middleware.revoker.token(raw)
+    assert mine.verified is None
+    mine.claims["roles"].append("admin")  # type: ignore[index]
+    cached = middleware.settings.verifier.verify(raw, mine.source, time.time())
+    assert cached.app_claims()["roles"] == ["user"]
+
+
 def test_a_token_with_nothing_to_identify_it_is_refused() -> None:
     revoker = Revoker(store=MemoryStore())
     with pytest.raises(InvalidClaim):

@@ -9,6 +9,7 @@ differ only in the store call.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeAlias
@@ -82,7 +83,9 @@ class Revoker:
         if isinstance(token, str):
             if self._verifier is None:
                 raise ConfigError("key", "this Revoker has no key, so it cannot verify token strings; pass claims")
-            return self._verifier.verify(token, Source.HEADER, now)
+            shared = self._verifier.verify(token, Source.HEADER, now)
+            # The verified cache's Token is the guard's; app code gets one of its own.
+            return dataclasses.replace(shared, claims=shared.app_claims(), verified=None)
 
         def text(name: str) -> str | None:
             value = token.get(name)

@@ -45,6 +45,7 @@ class _Connection(asyncio.Protocol):
         # Each waiter's deadline (loop time), in the same order; one timer watches the oldest.
         self._deadlines: collections.deque[float] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._unsent: list[bytes] = []
         self._buffer = bytearray()
         self.closed = False
@@ -112,25 +113,32 @@ class _Connection(asyncio.Protocol):
         futures = [self._loop.create_future() for _ in range(count)]
         self._waiters.extend(futures)
         self._deadlines.extend([deadline] * count)
-        if self._timer is None:
-            self._timer = self._loop.call_at(deadline, self._watch)
+        if self._timer is None or deadline < self._timer_at:
+            # A retried read keeps its first deadline, which may come before the timer's.
+            self._arm(deadline)
         return futures
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._watch)
+        self._timer_at = when
 
     def _watch(self) -> None:
         """The deadline check: one timer per connection, not one per read.
 
         An ``asyncio.timeout`` around each read costs ~5 us (a timer armed and
         cancelled per request, a tenth of a round trip); this one is armed
-        once per ``timeout`` when reads keep coming. It looks at the oldest
-        command only (deadlines grow with the queue, except for a retried
-        read, which may so wait up to one more timeout).
+        once per ``timeout`` when reads keep coming (and scans the queue then:
+        a retried read keeps its first deadline, so the oldest is not always first).
         """
         self._timer = None
         if self.closed or not self._deadlines:
             return
         now = self._loop.time()
-        if self._deadlines[0] > now:
-            self._timer = self._loop.call_at(self._deadlines[0], self._watch)
+        earliest = min(self._deadlines)
+        if earliest > now:
+            self._arm(earliest)
             return
         # The server is paused, hung or too slow: drop the connection (its queue
         # would only grow); reads past their deadline fail, the rest retry.
@@ -185,11 +193,13 @@ class AsyncReader:
     callers need no deadline of their own: a read still unanswered then
     raises ``StoreError`` (and its connection is dropped).
 
-    Cancellation (the caller's timeout) aborts the connection when the
-    cancelled command is still unanswered: a paused or hung server then costs
-    one connection per timeout instead of an ever longer queue of commands
-    nobody waits for. The other commands in flight on it are sent once more
-    on a fresh connection, as after a connection loss: reads are idempotent.
+    A cancelled read (its client went away, an outer timeout) leaves the
+    connection alone: its reply is dropped in its turn. Aborting would send
+    every other read in flight to retry, and a client cancelling in a loop
+    could so turn other users' checks into 503s. A paused or hung server is
+    the watchdog's business: past the oldest deadline the connection is
+    dropped (the reads past their deadline fail, the rest retry once on a
+    fresh connection: reads are idempotent).
     """
 
     def __init__(self, address: Address, *, timeout: float, coalesce: bool = True) -> None:
@@ -221,9 +231,7 @@ class AsyncReader:
     async def _attempt(self, payload: bytes, count: int, deadline: float) -> list[Reply] | None:
         conn = self._conn
         if conn is None or conn.closed:
-            conn = await self._connect()
-            if asyncio.get_running_loop().time() >= deadline:  # connecting took the time
-                raise StoreError("redis read timed out")
+            conn = await self._connect(deadline)
         try:
             futures = conn.send(payload, count, deadline)
         except ConnectionError:
@@ -238,19 +246,25 @@ class AsyncReader:
                     raise StoreError("redis read timed out")
                 replies.append(outcome)  # type: ignore[arg-type]  # anything but LOST/TIMED_OUT is a Reply
         except asyncio.CancelledError:
-            if any(f.cancelled() or not f.done() for f in futures):
-                conn.abandon()
+            # The rest of this call's replies are dropped in their turn, unread.
+            for future in futures:
+                future.cancel()
             raise
         return replies
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, deadline: float) -> _Connection:
         # Everyone who finds the connection gone shares one attempt: one connection, not N.
+        loop = asyncio.get_running_loop()
         task = self._connecting
         if task is None:
-            task = self._connecting = asyncio.get_running_loop().create_task(self._open())
+            task = self._connecting = loop.create_task(self._open())
             task.add_done_callback(self._opened)
-        # Shielded: a caller's timeout must not cancel the others' connection.
-        return await asyncio.shield(task)
+        # Shielded: one caller's deadline must not cancel the others' connection.
+        # Bounded by this read's deadline (a retry has less than a full timeout left).
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise StoreError("redis read timed out") from None
 
     def _opened(self, task: asyncio.Task[_Connection]) -> None:
         self._connecting = None

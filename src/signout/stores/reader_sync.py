@@ -85,19 +85,27 @@ class SyncReader:
         link: _Link | None = getattr(self._local, "link", None)
         if link is not None and link.usable():
             try:
-                return link.exchange(payload, count)
+                return self._exchange(link, payload, count)
             except TimeoutError as exc:  # a retry would double the wait on a slow server
-                self._drop(link)
                 raise StoreError(f"redis read failed: {type(exc).__name__}") from None
             except (OSError, ProtocolError):
-                # Most likely stale (the server restarted since): one try on a fresh socket.
-                self._drop(link)
+                pass  # most likely stale (the server restarted since): one try on a fresh socket
         link = self._open()
         try:
-            return link.exchange(payload, count)
+            return self._exchange(link, payload, count)
         except (OSError, ProtocolError) as exc:
-            self._drop(link)
             raise StoreError(f"redis read failed: {type(exc).__name__}") from None
+
+    def _exchange(self, link: _Link, payload: bytes, count: int) -> list[Reply]:
+        try:
+            return link.exchange(payload, count)
+        except BaseException:
+            # Whatever interrupted the exchange (a socket error, but also a
+            # gevent.Timeout, a signal-raised request timeout, KeyboardInterrupt)
+            # may have left a reply unread: the next command on this socket would
+            # read it as its own. Such a socket is never used again.
+            self._drop(link)
+            raise
 
     def _open(self) -> _Link:
         address = self._address
@@ -124,7 +132,7 @@ class SyncReader:
             except (OSError, ProtocolError) as exc:
                 link.close()
                 raise StoreError(f"redis connect failed: {type(exc).__name__}") from None
-            except StoreError:
+            except BaseException:  # StoreError from the check, or an interruption: never reuse it
                 link.close()
                 raise
         self._local.link = link
