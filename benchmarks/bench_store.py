@@ -29,7 +29,8 @@ Three parts, each on its own private redis-server:
                thread a WSGI app gets) and each load of B's event loop: idle (B polled every
                0.1 ms), saturated (B polled back to back, so a thread waits for the GIL as it
                would in a busy server) and saturated with 32 polls in flight (longer loop turns,
-               which a task on the loop waits for).
+               which a task on the loop waits for). Also counted per row: the buckets the
+               followers read back with ``HGETALL`` (0: every change message carried its fields).
 
     python benchmarks/bench_store.py [--quick] [--entries N] [--via bulk|script] [--parts logouts,memory,lag]
 """
@@ -340,6 +341,15 @@ class LagRow:
     load: LoopLoad
     lags: list[float]
     writes: list[float]
+    read_backs: int = 0  # buckets the followers read back with HGETALL during the trials
+
+
+def read_backs(port: int) -> int:
+    """``HGETALL``s sent by clients so far: INFO also counts the one each merge script runs itself."""
+    with redis.Redis(port=port) as client:
+        stats = client.info("commandstats")
+    calls = {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("hgetall", "eval")}
+    return calls["hgetall"] - calls["eval"]
 
 
 async def lag_rows(port: int, follower: str, args: argparse.Namespace, timeout: float, budget: float) -> list[LagRow]:
@@ -350,11 +360,13 @@ async def lag_rows(port: int, follower: str, args: argparse.Namespace, timeout: 
         for load in LOADS:
             row = LagRow(follower, load, [], [])
             deadline = time.perf_counter() + budget
+            before = read_backs(port)
             while len(row.lags) < args.trials and time.perf_counter() < deadline:
                 took, wrote = await trial(a, b, make_token(keys, make_claims()), load, timeout)
                 row.lags.append(took)
                 row.writes.append(wrote)
                 await asyncio.sleep(0.002)
+            row.read_backs = read_backs(port) - before
             rows.append(row)
     finally:
         for middleware in (a, b):
@@ -368,8 +380,10 @@ async def lag(port: int, args: argparse.Namespace) -> None:
     print("\n== Local mirror lag: a logout through A until B's guard answers 401 (A, B: local_mirror=True,")
     print("   one process, one Redis); timed from A's 200. Follower: loop = a task on the serving loop")
     print("   (ASGI), thread = the thread (WSGI; wait_in_sync)")
+    print("   read-backs: buckets the two followers read back with HGETALL during the row (0 when every")
+    print("   change message carried its fields)")
     head = ("follower", "B's event loop", "trials", "p50 ms", "p99 ms", "max ms", "target", "", "A's logout p50 ms")
-    print("  {:<8} {:<36} {:>6} {:>7} {:>8} {:>8} {:>9} {:<4} {:>17}".format(*head))
+    print("  {:<8} {:<36} {:>6} {:>7} {:>8} {:>8} {:>9} {:<4} {:>17} {:>10}".format(*head, "read-backs"))
     for row in rows:
         p99 = percentile(row.lags, 99)
         late = sum(x >= timeout * 1000 for x in row.lags)
@@ -379,7 +393,7 @@ async def lag(port: int, args: argparse.Namespace) -> None:
         print(
             f"  {row.follower:<8} {row.load.name:<36} {len(row.lags):>6} {percentile(row.lags, 50):7.2f}"
             f" {p99:8.2f} {max(row.lags):8.2f} {'p99 < 5':>9} {verdict(p99, LAG_TARGET_MS, at_most=True):<4}"
-            f" {median(row.writes):17.2f}{note}"
+            f" {median(row.writes):17.2f} {row.read_backs:>10}{note}"
         )
     print("  thread p99 / loop p99:", end="")
     for load in LOADS:

@@ -22,12 +22,15 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from signout import ConfigError, RedisStore, SignOutMiddleware, SignOutWSGIMiddleware
+from signout import ConfigError, RedisStore, SignOutMiddleware, SignOutWSGIMiddleware, layout
+from signout.layout import Lookup, Write
+from signout.stores.follow import read_change
+from signout.stores.memory import MemoryStore
 from signout.stores.mirror import MirrorStore
-from signout.stores.redis import changes_channel
+from signout.stores.redis import MERGE_SCRIPT, changes_channel
 
 from .apps import starlette_app, wsgi_app
-from .conftest import SECRET, PEP3333Transport, RedisServer, TokenFactory
+from .conftest import ISS, SECRET, PEP3333Transport, RedisServer, TokenFactory, claims
 
 FOLLOWERS = ["thread", "loop"]
 
@@ -382,3 +385,245 @@ def test_local_mirror_needs_redis() -> None:
     with pytest.raises(ConfigError) as raised:
         SignOutMiddleware(starlette_app(), key=SECRET, local_mirror=True)
     assert raised.value.kwarg == "local_mirror"
+
+
+# ---- change messages that carry their fields ----------------------------------------------------
+
+CHANNEL = changes_channel("signout")
+
+
+def netstring(data: bytes) -> bytes:
+    return b"%d:%s," % (len(data), data)
+
+
+def change(key: str, *fields: tuple[bytes, bytes]) -> bytes:
+    """A change message as the merge script publishes it."""
+    return b"\x01" + netstring(key.encode()) + b"".join(netstring(n) + netstring(v) for n, v in fields)
+
+
+def copy_of(store: MirrorStore) -> MemoryStore:
+    follower = store._follower
+    assert follower is not None
+    return follower.local
+
+
+def alone(client: redis.Redis) -> None:
+    """Until ours is the only subscriber: a thread follower of an earlier test takes up to 0.5 s to end."""
+    until(lambda: subscribers(client) == 1)
+
+
+def read_backs(client: redis.Redis) -> int:
+    """``HGETALL``s sent by clients: every merge script runs one of its own, which INFO counts too."""
+    return calls(client, "hgetall") - calls(client, "eval")
+
+
+def revoke_unannounced(client: redis.Redis, jti: str) -> str:
+    """Revoke ``make_token(jti=jti)`` in Redis as a logout would, but announce nothing; its bucket."""
+    c = claims(jti=jti)
+    key = layout.bucket_key("signout", ISS, c["sub"], c["sid"], jti)
+    assert key is not None
+    expires = layout.expiry_value(c["exp"] + 60)
+    client.eval(MERGE_SCRIPT, 1, key, int(time.time()), "", layout.token_field(ISS, jti), expires)  # "": no PUBLISH
+    return key
+
+
+@pytest.mark.parametrize("follower", FOLLOWERS)
+def test_a_revocation_elsewhere_is_applied_from_its_message_without_reading_the_bucket(
+    follower: str, redis_url: str, redis_client: redis.Redis, make_token: TokenFactory
+) -> None:
+    with mirrored(redis_url, follower) as (store, c):
+        alone(redis_client)
+        for i in range(3):
+            token = make_token(jti=f"carried-{i}", sid=f"s-carried-{i}")
+            assert c.get("/me", headers=bearer(token)).status_code == 200
+            before = read_backs(redis_client)
+            logout_elsewhere(redis_url, token)
+            until(lambda: c.get("/me", headers=bearer(token)).status_code == 401)  # noqa: B023
+            assert read_backs(redis_client) == before
+        assert store.resyncs == 1 and store.following == follower
+
+
+@pytest.mark.parametrize("follower", FOLLOWERS)
+def test_a_bare_key_message_from_an_older_writer_is_read_back(
+    follower: str, redis_url: str, redis_client: redis.Redis, make_token: TokenFactory
+) -> None:
+    with mirrored(redis_url, follower) as (store, c):
+        alone(redis_client)
+        token = make_token(jti="announced-by-key")
+        key = revoke_unannounced(redis_client, "announced-by-key")
+        assert c.get("/me", headers=bearer(token)).status_code == 200  # the copy has not heard of it
+        before = read_backs(redis_client)
+        assert redis_client.publish(CHANNEL, key) == 1
+        until(lambda: c.get("/me", headers=bearer(token)).status_code == 401)
+        assert read_backs(redis_client) == before + 1
+        assert store.resyncs == 1
+
+
+# Each names its bucket, but what follows cannot be read: the bucket is read back.
+UNREADABLE_FIELDS = {
+    "truncated value": lambda key: change(key) + b"13:j123456789012,10:17",
+    "truncated name": lambda key: change(key) + b"13:j12",
+    "name without value": lambda key: change(key, (b"j", b"1")) + b"1:x,",
+    "no comma": lambda key: change(key) + b"1:x;1:9,",
+    "signed length": lambda key: change(key) + b"+1:x,1:9,",
+    "no length": lambda key: change(key) + b":x,1:9,",
+    "huge length": lambda key: change(key) + b"99999999999:x,",
+    "garbage": lambda key: change(key) + b"\xff\x00\n garbage",
+}
+
+
+@pytest.mark.parametrize("damage", sorted(UNREADABLE_FIELDS))
+@pytest.mark.parametrize("follower", FOLLOWERS)
+def test_a_message_with_unreadable_fields_is_answered_by_reading_its_bucket_back(
+    follower: str, damage: str, redis_url: str, redis_client: redis.Redis, make_token: TokenFactory
+) -> None:
+    with mirrored(redis_url, follower) as (store, c):
+        alone(redis_client)
+        token = make_token(jti=f"damaged-{damage}")
+        key = revoke_unannounced(redis_client, f"damaged-{damage}")
+        before = read_backs(redis_client)
+        assert redis_client.publish(CHANNEL, UNREADABLE_FIELDS[damage](key)) == 1
+        until(lambda: c.get("/me", headers=bearer(token)).status_code == 401)  # not lost
+        assert read_backs(redis_client) == before + 1
+        assert store.resyncs == 1 and store.in_sync and store.following == follower  # the follower carried on
+
+
+# Each names no bucket it can be sure of: only a full copy makes up for it.
+NO_BUCKET = {
+    "marker only": b"\x01",
+    "truncated key": b"\x0112:signout:{0",
+    "key without comma": b"\x0114:signout:{0000}",
+    "key not UTF-8": b"\x012:\xff\xfe,",
+    "bare key not UTF-8": b"\xff\xfe\x00",
+}
+
+
+@pytest.mark.parametrize("message", sorted(NO_BUCKET))
+@pytest.mark.parametrize("follower", FOLLOWERS)
+def test_a_message_naming_no_bucket_costs_a_full_copy_not_the_follower(
+    follower: str,
+    message: str,
+    redis_url: str,
+    redis_client: redis.Redis,
+    make_token: TokenFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with mirrored(redis_url, follower) as (store, c):
+        alone(redis_client)
+        token = make_token(jti=f"no-bucket-{message}")
+        revoke_unannounced(redis_client, f"no-bucket-{message}")
+        assert redis_client.publish(CHANNEL, NO_BUCKET[message]) == 1
+        until(lambda: store.resyncs == 2 and store.in_sync)
+        assert store.following == follower
+        assert c.get("/me", headers=bearer(token)).status_code == 401  # copied with everything else
+    assert any("names no bucket" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("follower", FOLLOWERS)
+def test_a_message_for_a_key_outside_the_prefix_is_ignored(
+    follower: str, redis_url: str, redis_client: redis.Redis
+) -> None:
+    with mirrored(redis_url, follower) as (store, _):
+        alone(redis_client)
+        far = str(int(time.time()) + 3600).encode()
+        redis_client.publish(CHANNEL, change("other:{0000}", (b"jforeign", far)))
+        redis_client.publish(CHANNEL, change("signout:{0001}", (b"jours", far)))
+        until(lambda: len(copy_of(store)) == 1)
+        assert copy_of(store).fetch_sync([Lookup("signout:{0001}", (b"jours",))], time.time()) == [[far]]
+        assert store.resyncs == 1
+
+
+# Field names are bytes: the message must carry any of them whole.
+BINARY_NAMES = (b"j:1:2:", b"s\n\r\n", b"u0123456789:", b"j\x00\x00\x00", b"s12:ab,3:", b":", b"\x01", b"0:,")
+
+
+@pytest.mark.parametrize("follower", FOLLOWERS)
+def test_binary_field_names_reach_the_copy_whole_from_both_write_paths(
+    follower: str, redis_url: str, redis_client: redis.Redis
+) -> None:
+    now = int(time.time())
+    values = [
+        layout.cutoff_value(now - i, now + 3600 + i) if name.startswith(b"u") else layout.expiry_value(now + 600 + i)
+        for i, name in enumerate(BINARY_NAMES)
+    ]
+    sync_key, async_key = "signout:{0a0a}", "signout:{0b0b}"
+    with mirrored(redis_url, follower) as (store, _):
+        alone(redis_client)
+        before = read_backs(redis_client)
+        writer = RedisStore(redis_url)
+        writer.write_sync([Write(sync_key, tuple(zip(BINARY_NAMES, values, strict=True)))], now)
+
+        async def write_async() -> None:
+            await writer.write([Write(async_key, tuple(zip(BINARY_NAMES, values, strict=True)))], now)
+            await writer.aclose()
+
+        asyncio.run(write_async())
+        writer.close()
+        lookups = [Lookup(sync_key, BINARY_NAMES), Lookup(async_key, BINARY_NAMES)]
+        until(lambda: copy_of(store).fetch_sync(lookups, time.time()) == [values, values])
+        assert read_backs(redis_client) == before
+        assert redis_client.hgetall(sync_key) == dict(zip(BINARY_NAMES, values, strict=True))
+
+
+@pytest.mark.parametrize("follower", FOLLOWERS)
+def test_the_copy_keeps_no_expired_field_it_hears_of(follower: str, redis_url: str, redis_client: redis.Redis) -> None:
+    now = int(time.time())
+    with mirrored(redis_url, follower) as (store, _):
+        alone(redis_client)
+        copy = copy_of(store)
+        pipe = redis_client.pipeline(transaction=False)
+        for shard in range(100):  # already expired: never kept
+            pipe.publish(CHANNEL, change(f"signout:{{{shard:04x}}}", (b"jold", str(now - 1).encode())))
+        live = str(now + 600).encode()
+        pipe.publish(CHANNEL, change("signout:{ffff}", (b"jlive", live), (b"jdead", str(now - 5).encode())))
+        pipe.publish(CHANNEL, change("signout:{fffe}", (b"jsoon", str(now + 1).encode())))  # expires in ~1 s
+        pipe.execute()
+        until(lambda: len(copy) == 2)
+        assert copy._buckets["signout:{ffff}"][1] == {b"jlive": live}
+        # A bucket whose fields all expire later goes in the next sweep, every 1024 writes to the copy.
+        time.sleep(max(0.0, now + 1.05 - time.time()))
+        for shard in range(1100):
+            pipe.publish(CHANNEL, change(f"signout:{{{shard:04x}}}", (b"jold", b"1")))
+        pipe.execute()
+        until(lambda: "signout:{fffe}" not in copy._buckets)
+        assert len(copy) == 1 and store.resyncs == 1
+
+
+def test_the_merge_script_announces_every_field_it_wrote_as_merged(redis_client: redis.Redis) -> None:
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub.subscribe("t:changes")
+    assert pubsub.get_message(timeout=1) is None  # the subscribe confirmation, ignored
+    now = int(time.time())
+    key = "t:{0001}"
+
+    def merge(*fields: tuple[bytes, bytes]) -> tuple[str, object]:
+        args = [x for field in fields for x in field]
+        redis_client.eval(MERGE_SCRIPT, 1, key, now, "t:changes", *args)
+        message = pubsub.get_message(timeout=1)
+        assert message is not None
+        return read_change(message["data"])
+
+    cut, later = f"{now - 10}:{now + 900}".encode(), str(now + 900).encode()
+    assert merge((b"u\x00:", cut), (b"j,\n", later), (b"sgone", str(now).encode())) == (
+        key,
+        ((b"u\x00:", cut), (b"j,\n", later)),  # in order; the expired field was pruned, not announced
+    )
+    # Lower values merge into the higher ones Redis holds: the message carries what it holds.
+    assert merge((b"u\x00:", f"{now - 20}:{now + 60}".encode()), (b"j,\n", str(now + 5).encode())) == (
+        key,
+        ((b"u\x00:", cut), (b"j,\n", later)),
+    )
+    assert merge((b"u\x00:", f"{now}:{now + 60}".encode())) == (key, ((b"u\x00:", f"{now}:{now + 900}".encode()),))
+    assert merge((b"j-twice", b"5"), (b"j-twice", later)) == (key, ((b"j-twice", later),))
+    pubsub.close()
+
+
+def test_read_change() -> None:
+    assert read_change(b"signout:{0000}") == ("signout:{0000}", None)
+    assert read_change("signout:{0000}") == ("signout:{0000}", None)
+    assert read_change(change("k")) == ("k", ())
+    assert read_change(change("k", (b"", b""), (b"a:b", b"1"))) == ("k", ((b"", b""), (b"a:b", b"1")))
+    assert read_change(change("k") + b"1:a,") == ("k", None)
+    for bad in NO_BUCKET.values():
+        with pytest.raises(ValueError):
+            read_change(bad)

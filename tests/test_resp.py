@@ -427,11 +427,14 @@ def test_a_paused_server_fails_within_the_timeout_then_recovers() -> None:
                     assert 0.15 < time.monotonic() - started < 0.5
                     conn = store._per_loop[asyncio.get_running_loop()].reader._conn  # type: ignore[union-attr]
                     assert conn is not None and conn.closed  # dropped, so nothing piles up behind it
-                # A caller that gives up first (cancellation) drops the connection too.
+                # A caller that gives up first (cancellation) leaves the connection to the
+                # watchdog: it is dropped once the oldest read in flight passes its deadline.
                 with pytest.raises(asyncio.TimeoutError):
                     await asyncio.wait_for(store.fetch(lookup, 0), 0.05)
                 conn = store._per_loop[asyncio.get_running_loop()].reader._conn  # type: ignore[union-attr]
-                assert conn is not None and conn.closed
+                assert conn is not None and not conn.closed
+                await asyncio.sleep(0.25)
+                assert conn.closed
             finally:
                 os.kill(pid, signal.SIGCONT)
             assert await bounded(store.fetch(lookup, 0)) == [[b"v"]]
@@ -557,6 +560,112 @@ def test_the_adapter_arms_no_deadline_of_its_own_around_a_reader(
 
 
 # ---- threads ---------------------------------------------------------------------------------
+
+
+def test_a_client_cancelling_in_a_loop_costs_its_neighbours_nothing(redis_url: str, redis_client: redis.Redis) -> None:
+    # Cancelled reads (clients going away) must not drop the shared connection:
+    # that would send every other read in flight to its one retry, and a second
+    # cancellation within a round trip would fail them (503 for healthy users).
+    fill(redis_client, 20)
+    reader = AsyncReader(Address.from_url(redis_url), timeout=1)
+
+    async def main() -> tuple[int, int]:
+        await reader.hmget("user:0", [b"a"])
+        conn = reader._conn
+        stop = asyncio.Event()
+
+        async def canceller() -> int:
+            cancelled = 0
+            while not stop.is_set():
+                task = asyncio.ensure_future(reader.hmget("user:1", [b"a"]))
+                await asyncio.sleep(0)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                cancelled += 1
+            return cancelled
+
+        async def bystander(i: int) -> int:
+            wrong = 0
+            for _ in range(200):
+                if await reader.hmget(f"user:{i}", [b"a"]) != [f"a-{i}".encode()]:
+                    wrong += 1
+            return wrong
+
+        spoiler = asyncio.ensure_future(canceller())
+        wrong = sum(await asyncio.gather(*(bystander(i) for i in range(2, 12))))
+        stop.set()
+        cancelled = await spoiler
+        assert reader._conn is conn  # one connection throughout
+        await reader.aclose()
+        return wrong, cancelled
+
+    wrong, cancelled = run(main)
+    assert cancelled > 100 and wrong == 0
+
+
+def test_event_loops_in_many_threads_share_one_store(redis_url: str, redis_client: redis.Redis) -> None:
+    # SPEC section 5: some servers run a loop per thread. Their first reads race
+    # to register their loops (and to prune closed ones) in the store.
+    import sys
+
+    redis_client.hset("k", "f", "v")
+    store = RedisStore(redis_url)
+    lookup = [Lookup("k", (b"f",))]
+    for _ in range(10):  # closed loops left behind, as TestClient without `with` leaves them
+        assert asyncio.run(store.fetch(lookup, 0)) == [[b"v"]]
+    errors: list[str] = []
+
+    def worker() -> None:
+        async def once() -> None:
+            try:
+                assert await store.fetch(lookup, 0) == [[b"v"]]
+            except Exception as exc:  # every failure is the finding
+                errors.append(repr(exc))
+
+        for _ in range(10):
+            asyncio.run(once())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: widen any race
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
+def test_an_interrupted_sync_read_never_hands_its_reply_to_the_next(redis_url: str, redis_client: redis.Redis) -> None:
+    # A request timeout raised by a signal (or gevent.Timeout, KeyboardInterrupt)
+    # mid-read leaves that reply on the socket: reused, the socket would answer the
+    # next check with it, and a revoked token would read as "nothing stored".
+    redis_client.hset("revoked-bucket", b"jB", b"9999999999")
+    reader = SyncReader(Address.from_url(redis_url), timeout=1.0)
+    assert reader.hmget("innocent-bucket", [b"jA"]) == [None]
+
+    class Interrupt(BaseException):
+        pass
+
+    def interrupt(*_: object) -> None:
+        raise Interrupt()
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        redis_client.execute_command("CLIENT", "PAUSE", "300", "ALL")  # type: ignore[no-untyped-call]
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(Interrupt):
+            reader.hmget("innocent-bucket", [b"jA"])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    time.sleep(0.35)  # the pause ends; the interrupted reply is now on that socket
+    assert reader.hmget("revoked-bucket", [b"jB"]) == [b"9999999999"]
+    assert reader.hmget("innocent-bucket", [b"jA"]) == [None]
+    reader.close()
 
 
 def test_the_sync_reader_in_many_threads(redis_url: str, redis_client: redis.Redis) -> None:

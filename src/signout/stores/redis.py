@@ -18,6 +18,7 @@ per loop; a client you pass is used on the loop that first uses it, and a plain
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Union
@@ -50,6 +51,8 @@ local function parse(v)
   local e = tonumber(v)
   return e, e
 end
+-- merged[f]: the value this write left in field f; names: the fields in order, once each.
+local merged, names = {}, {}
 for i = 3, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
   local old = redis.call('HGET', key, f)
@@ -65,6 +68,8 @@ for i = 3, #ARGV, 2 do
     end
   end
   redis.call('HSET', key, f, v)
+  if not merged[f] then names[#names + 1] = f end
+  merged[f] = v
 end
 local all = redis.call('HGETALL', key)
 local latest = 0
@@ -72,6 +77,7 @@ for i = 1, #all, 2 do
   local _, e = parse(all[i + 1])
   if not e or e <= now then
     redis.call('HDEL', key, all[i])
+    merged[all[i]] = nil
   elseif e > latest then
     latest = e
   end
@@ -79,9 +85,20 @@ end
 if latest > now then
   redis.call('EXPIRE', key, latest - now + 1)
 end
--- Tell local mirrors (stores.mirror) which bucket changed; they re-read it.
+-- Tell local mirrors (stores.mirror) what changed, so they need not read the
+-- bucket back: byte 1, then netstrings ("<length>:<bytes>,"; a field name is
+-- any bytes) of the key and of each field written and still held, followed by
+-- the value Redis now holds for it (stores.follow reads this).
 if channel ~= '' then
-  redis.call('PUBLISH', channel, key)
+  -- Concatenation, not string.format: Lua 5.1's %s cuts a string at a NUL byte.
+  local out = {'\\1', tostring(#key), ':', key, ','}
+  for _, f in ipairs(names) do
+    local v = merged[f]
+    if v then
+      out[#out + 1] = tostring(#f) .. ':' .. f .. ',' .. tostring(#v) .. ':' .. v .. ','
+    end
+  end
+  redis.call('PUBLISH', channel, table.concat(out))
 end
 return latest
 """
@@ -152,10 +169,16 @@ class RedisStore:
         #: Reads bound themselves by ``timeout`` (the lean reader's watchdog): the
         #: ASGI adapter then arms no ``asyncio.timeout`` around each check.
         self.bounds_reads = self._address is not None
+        self._links_lock = threading.Lock()
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopLinks] = weakref.WeakKeyDictionary()
         #: Checks started in one loop tick share one pipeline (see ``stores.batch``).
         self._coalesce = coalesce
         self._coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer] = weakref.WeakKeyDictionary()
+
+    @property
+    def url(self) -> str | None:
+        """The URL this store was built from; ``None`` when it was given a client or a factory."""
+        return self._url
 
     def serves(self, mode: str) -> bool:
         """Whether this store can serve ``"async"`` (ASGI) or ``"sync"`` (WSGI) callers."""
@@ -179,13 +202,17 @@ class RedisStore:
     def _links(self, loop: asyncio.AbstractEventLoop) -> _LoopLinks:
         links = self._per_loop.get(loop)
         if links is None:
-            # A connection holds its loop, so weak keys alone would never let
-            # go of a closed loop: drop those entries on a miss.
-            for stale in [old for old in self._per_loop if old.is_closed()]:
-                reader = self._per_loop.pop(stale).reader
-                if reader is not None:
-                    reader.discard()
-            links = self._per_loop[loop] = _LoopLinks()
+            # Loops in several threads (SPEC section 5) may miss at once: one at a time.
+            with self._links_lock:
+                links = self._per_loop.get(loop)
+                if links is None:
+                    # A connection holds its loop, so weak keys alone would never let
+                    # go of a closed loop: drop those entries on a miss.
+                    for stale in [old for old in list(self._per_loop) if old.is_closed()]:
+                        gone = self._per_loop.pop(stale, None)
+                        if gone is not None and gone.reader is not None:
+                            gone.reader.discard()
+                    links = self._per_loop[loop] = _LoopLinks()
         return links
 
     def _reader(self, address: Address) -> AsyncReader:
@@ -227,7 +254,7 @@ class RedisStore:
     async def fetch(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
         address = self._address
         if address is not None:  # the reader pipelines and coalesces by itself
-            return await self._read(self._reader(address), lookups)
+            return await self._read(address, lookups)
         if not self._coalesce:
             return await self._fetch_now(lookups)
         loop = asyncio.get_running_loop()
@@ -236,8 +263,9 @@ class RedisStore:
             coalescer = self._coalescers[loop] = Coalescer(self._fetch_now)
         return await coalescer.fetch(lookups)
 
-    async def _read(self, reader: AsyncReader, lookups: Sequence[Lookup]) -> list[list[Value]]:
+    async def _read(self, address: Address, lookups: Sequence[Lookup]) -> list[list[Value]]:
         try:
+            reader = self._reader(address)
             if len(lookups) == 1:
                 return [await reader.hmget(lookups[0].key, lookups[0].fields)]  # type: ignore[list-item]
             return await reader.hmget_many([(lookup.key, lookup.fields) for lookup in lookups])  # type: ignore[return-value]
@@ -247,7 +275,7 @@ class RedisStore:
     async def _fetch_now(self, lookups: Sequence[Lookup]) -> list[list[Value]]:
         address = self._address
         if address is not None:
-            return await self._read(self._reader(address), lookups)
+            return await self._read(address, lookups)
         try:
             client = self._client()
             if len(lookups) == 1:

@@ -1,0 +1,240 @@
+"""What both followers of a local mirror share: the copy, the messages, the watchdog.
+
+A *change message* is what ``MERGE_SCRIPT`` publishes after each write, on
+``<prefix>:changes``::
+
+    \\x01 <netstring: bucket key> (<netstring: field> <netstring: value>)*
+
+a netstring being ``<decimal length>:<bytes>,``. The fields are the ones the
+write merged and Redis still holds, each with the value Redis now holds for
+it; a follower merges them into its copy as they are (``layout.merge``, the
+script's own rule), with no round trip. A message without the leading byte
+is a bare key (what writers published before): the follower re-reads that
+bucket with ``HGETALL``, as it does for a message whose fields it cannot
+read. A message whose bucket it cannot even tell costs a full copy: the one
+way to be sure no revocation in it is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+
+from ..errors import StoreError
+from ..layout import Write
+from .memory import MemoryStore
+
+log = logging.getLogger("signout")
+
+#: Buckets re-read in one pipeline, and messages taken in one burst: bounds how long one holds the loop.
+_BURST = 256
+#: Buckets asked for per ``SCAN`` step of a full copy.
+_SCAN_COUNT = 1000
+#: Seconds before retrying after a loss; doubled on each failed attempt, reset by a full copy.
+_FIRST_BACKOFF, _LAST_BACKOFF = 0.05, 2.0
+#: What a lost or broken connection raises; anything else is a bug and is logged with its traceback.
+_LOSSES = (redis.RedisError, OSError, StoreError, asyncio.TimeoutError)
+#: The first byte of a change message that carries its fields.
+_FIELDS_MARK = b"\x01"
+
+Fields = tuple[tuple[bytes, bytes], ...]
+
+
+class _Unreadable(StoreError):
+    """A change message whose bucket cannot be told: only a full copy makes up for it."""
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every follower of one mirror is told."""
+
+    channel: str
+    pattern: str  # every bucket key: "<prefix>:{..."
+    ping_every: float
+    copied: Callable[[], None]  # counts full copies (MirrorStore.resyncs)
+
+    @property
+    def buckets(self) -> str:
+        """What every bucket key starts with: the keys the full copy covers."""
+        return self.pattern[:-1]
+
+
+class _Follower:
+    """One follower's copy and in-sync flag, and what both kinds share.
+
+    Each follower fills a copy of its own, so one that ends late (a task on a
+    loop that stopped) can never clear or overwrite the copy of its successor.
+
+    Both read their messages alike (``_burst``): when idle, wait for the next
+    message; merge the fields a message carries at once; note the buckets to
+    re-read (bare keys, unreadable fields), each once per burst. A burst
+    takes every message that has already arrived (up to ``_BURST``), except
+    that a bucket to re-read, heard when idle, is re-read at once (a lone
+    revocation waits for no company, not even one more loop turn). Right
+    after a re-read, the next burst takes all that arrived meanwhile without
+    waiting, so a burst of bare keys for one bucket costs two ``HGETALL``s,
+    not one per message. Merging before the re-read is safe: the reply was
+    asked for after every message of the burst, so it is newer than them all.
+    """
+
+    kind = ""
+
+    def __init__(self, setup: _Setup) -> None:
+        self.setup = setup
+        self.local = MemoryStore(warn=False)
+        # Set by a full copy; cleared the moment the subscription is in doubt.
+        self.ready = threading.Event()
+        self._backoff = _FIRST_BACKOFF
+
+    def in_sync(self) -> bool:
+        return self.ready.is_set()
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        self.stop()
+
+    def _synced(self) -> None:
+        self._backoff = _FIRST_BACKOFF
+        self.setup.copied()
+        self.ready.set()
+
+    def _lost(self, exc: Exception) -> float:
+        """Out of sync at once; returns the seconds to wait before the next attempt."""
+        self.ready.clear()
+        if isinstance(exc, _Unreadable):
+            log.warning("signout: local mirror: %s; checking Redis directly until it has copied every bucket", exc)
+        elif isinstance(exc, _LOSSES):
+            log.warning("signout: local mirror lost Redis (%s); checking Redis directly until resynced", exc)
+        else:
+            log.error("signout: local mirror failed; checking Redis directly until resynced", exc_info=exc)
+        wait, self._backoff = self._backoff, min(self._backoff * 2, _LAST_BACKOFF)
+        return wait
+
+    def _take(self, message: dict[str, Any], watchdog: _Watchdog, rereads: dict[str, None]) -> None:
+        """Act on one pub/sub message: merge its fields, or note its bucket to re-read; or a PONG."""
+        kind = message.get("type")
+        if kind == "message":
+            self._heard(message["data"], rereads)
+        elif kind == "pong":
+            watchdog.pong(time.monotonic())
+
+    def _heard(self, data: bytes | str, rereads: dict[str, None]) -> None:
+        try:
+            key, fields = read_change(data)
+        except ValueError:
+            # Its bucket is unknown, so re-reading one cannot make up for it. Its
+            # size, never its bytes, is logged: those are the ids' digests.
+            raise _Unreadable(f"a change message names no bucket ({len(data)} bytes)") from None
+        if not key.startswith(self.setup.buckets):
+            return  # not a bucket of ours: the full copy would not have it either
+        if fields is None:
+            rereads[key] = None  # a dict: each bucket once per burst, in order
+        else:
+            # write_sync merges by the script's rule, prunes the bucket's expired
+            # fields and sweeps expired buckets every 1024 calls, as for our own writes.
+            self.local.write_sync((Write(key, fields),), time.time())
+
+    def _apply(self, keys: Sequence[str], replies: Sequence[dict[bytes, bytes]]) -> None:
+        now = time.time()
+        for key, fields in zip(keys, replies, strict=True):
+            self.local.replace_sync(key, fields, now)
+
+
+def read_change(data: bytes | str) -> tuple[str, Fields | None]:
+    """The bucket a change message names, and the fields it carries (``None``: re-read the bucket).
+
+    Raises ``ValueError`` when the bucket cannot be told.
+    """
+    if isinstance(data, str):  # a client that decodes replies; what it decoded encodes back exactly
+        data = data.encode()
+    if not data.startswith(_FIELDS_MARK):
+        return data.decode(), None  # a bare key
+    raw, at = _netstring(data, 1)
+    key = raw.decode()
+    fields: list[tuple[bytes, bytes]] = []
+    try:
+        while at < len(data):
+            name, at = _netstring(data, at)
+            value, at = _netstring(data, at)
+            fields.append((name, value))
+    except ValueError:
+        return key, None
+    return key, tuple(fields)
+
+
+def _netstring(data: bytes, at: int) -> tuple[bytes, int]:
+    """The netstring at ``at`` and where the next one starts; ``ValueError`` if there is none."""
+    colon = data.index(b":", at, at + 11)  # at most 10 digits
+    digits = data[at:colon]
+    if not digits.isdigit():  # ASCII digits only: no sign, space or "_" that int() would take
+        raise ValueError("netstring length")
+    end = colon + 1 + int(digits)
+    if data[end : end + 1] != b",":  # also what a truncated one lacks
+        raise ValueError("netstring end")
+    return data[colon + 1 : end], end + 1
+
+
+class _Watchdog:
+    """PING every ``every`` seconds; a PONG missing for ``2 * every`` means the connection is dead.
+
+    A network that drops packets without closing the socket raises nothing:
+    only a missing PONG tells.
+    """
+
+    def __init__(self, every: float, now: float) -> None:
+        self.every = every
+        self.last_ping = self.last_pong = now
+
+    @property
+    def wait(self) -> float:
+        """How long to wait for a message at most, so no PING is sent late."""
+        return self.every / 2
+
+    def pong(self, now: float) -> None:
+        self.last_pong = now
+
+    def ping_due(self, now: float) -> bool:
+        """Raise when the PONGs stopped; True (and counted as sent) when a PING is due."""
+        if now - self.last_pong > 2 * self.every:
+            raise StoreError(f"no PONG for {now - self.last_pong:.1f} s")
+        if now - self.last_ping >= self.every:
+            self.last_ping = now
+            return True
+        return False
+
+
+class _Connects(Protocol):
+    connects: int
+
+
+def _check_renewal(pubsub: _Connects, seen: int) -> None:
+    # redis-py reconnects a dropped subscription by itself and re-subscribes,
+    # silently: whatever was published in between is lost to us.
+    if pubsub.connects != seen:
+        raise StoreError("the subscription was dropped and silently renewed")
+
+
+def _hgetall_each(pipe: Any, keys: Sequence[str]) -> Any:
+    for key in keys:
+        pipe.hgetall(key)
+    return pipe
+
+
+def _chunks(keys: Sequence[str]) -> list[Sequence[str]]:
+    return [keys[i : i + _BURST] for i in range(0, len(keys), _BURST)]
+
+
+def _text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key

@@ -1,0 +1,175 @@
+"""The follower on the serving event loop (ASGI): a task, with connections of its own on that loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aredis
+import redis.asyncio.client
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+
+from .follow import _BURST, _SCAN_COUNT, _check_renewal, _chunks, _Follower, _hgetall_each, _Setup, _text, _Watchdog
+from .redis import RedisStore
+
+log = logging.getLogger("signout")
+
+
+class _LoopFollower(_Follower):
+    """A task on the running loop; its connections are its own and never leave that loop."""
+
+    kind = "loop"
+
+    def __init__(self, setup: _Setup, connect: Callable[[], aredis.Redis]) -> None:
+        super().__init__(setup)
+        self._connect = connect
+        self._stopping = False
+        self.loop = asyncio.get_running_loop()
+        self.task = self.loop.create_task(self._run(), name="signout-mirror")
+
+    def in_sync(self) -> bool:
+        # A loop that stopped or closed runs no follower: its copy is stale from that moment on.
+        return self.ready.is_set() and self.loop.is_running()
+
+    def alive(self) -> bool:
+        return not self._stopping and not self.task.done() and self.loop.is_running()
+
+    def stop(self) -> None:
+        """End the task; callable from any thread (only its own loop touches its connections)."""
+        self._stopping = True
+        self.ready.clear()
+        if self._on_own_loop():
+            self.task.cancel()
+        elif not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed in between: nothing runs there any more
+                self.loop.call_soon_threadsafe(self.task.cancel)
+
+    async def aclose(self) -> None:
+        self.stop()
+        if self._on_own_loop():
+            await asyncio.wait([self.task])  # wait, not await: its CancelledError is not ours
+
+    def _check_cancelled(self) -> None:
+        """Raise ``CancelledError`` if this task was asked to end.
+
+        redis-py (8.1) can swallow a cancellation that lands while a pipeline
+        runs: the call returns and the request stays pending, so a follower
+        that went on would follow for ever, and hang a shutdown that waits
+        for it (``asyncio.run``'s). Python 3.10 has no ``Task.cancelling``:
+        there only ``stop()``'s flag tells.
+        """
+        cancelling = getattr(asyncio.current_task(), "cancelling", None)
+        if self._stopping or (cancelling is not None and cancelling()):
+            raise asyncio.CancelledError
+
+    def _on_own_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self._follow()
+                except Exception as exc:  # survive everything: a dead task is restarted at request rate
+                    self._check_cancelled()
+                    await asyncio.sleep(self._lost(exc))
+        finally:
+            self.ready.clear()
+
+    async def _follow(self) -> None:
+        client = self._connect()
+        pubsub = _CountingAsyncPubSub(client.connection_pool, ignore_subscribe_messages=True)
+        try:
+            # Subscribe before copying, so no change between the two is missed.
+            await pubsub.subscribe(self.setup.channel)
+            seen = pubsub.connects
+            await self._copy_all(client)
+            self._synced()
+            watchdog = _Watchdog(self.setup.ping_every, time.monotonic())
+            rereads: dict[str, None] = {}
+            while True:
+                self._check_cancelled()
+                rereads = await self._burst(pubsub, watchdog, waiting=not rereads)
+                _check_renewal(pubsub, seen)
+                await self._refresh(client, list(rereads))
+                if watchdog.ping_due(time.monotonic()):
+                    await pubsub.ping()
+        finally:
+            self.ready.clear()
+            await _close(pubsub, client)
+
+    async def _burst(self, pubsub: _CountingAsyncPubSub, watchdog: _Watchdog, *, waiting: bool) -> dict[str, None]:
+        """Take the messages of one burst; returns the buckets to re-read (the rule: see ``_Follower``)."""
+        rereads: dict[str, None] = {}
+        message = await pubsub.get_message(timeout=watchdog.wait if waiting else 0)
+        taken = 0
+        while message is not None:
+            self._take(message, watchdog, rereads)
+            taken += 1
+            if waiting and rereads:
+                break  # heard when idle: re-read it now
+            if taken == _BURST:
+                # Messages already received are taken without a pause: let the requests have a turn.
+                await asyncio.sleep(0)
+                break
+            message = await pubsub.get_message(timeout=0)
+        return rereads
+
+    async def _copy_all(self, client: aredis.Redis) -> None:
+        self.local.clear()
+        cursor = 0
+        while True:
+            cursor, found = await client.scan(cursor, match=self.setup.pattern, count=_SCAN_COUNT)
+            await self._refresh(client, [_text(k) for k in found])
+            if not cursor:
+                return
+
+    async def _refresh(self, client: aredis.Redis, keys: Sequence[str]) -> None:
+        for chunk in _chunks(keys):  # one await per chunk; the loop serves requests in between
+            self._apply(chunk, await _hgetall_each(client.pipeline(transaction=False), chunk).execute())
+
+
+async def _close(pubsub: _CountingAsyncPubSub, client: aredis.Redis) -> None:
+    try:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()
+    except Exception as exc:  # a broken connection may fail to close: it is gone either way
+        log.debug("signout: local mirror: closing its connections: %s", type(exc).__name__)
+
+
+def _loop_clients(store: RedisStore, ping_every: float) -> Callable[[], aredis.Redis] | None:
+    """Makes the asyncio clients of a loop follower; ``None`` when the store has no URL to open them with.
+
+    Each follower owns one (its pool, on its loop), closed when it ends. No
+    retries: any failure means a resync anyway. Every read is bounded by the
+    watchdog's patience, so a paused server cannot hold a copy forever.
+    """
+    url = store.url
+    if url is None:
+        return None
+    patience = 2 * ping_every
+
+    def connect() -> aredis.Redis:
+        return aredis.Redis.from_url(
+            url, socket_connect_timeout=patience, socket_timeout=patience, retry=AsyncRetry(NoBackoff(), 0)
+        )
+
+    return connect
+
+
+class _CountingAsyncPubSub(redis.asyncio.client.PubSub):
+    """Counts connects: any after the subscription's first is a silent renewal (see ``_check_renewal``)."""
+
+    connects = 0
+
+    async def on_connect(self, connection: Any) -> None:
+        self.connects += 1
+        await super().on_connect(connection)
