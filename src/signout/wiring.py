@@ -58,7 +58,9 @@ def wire(kwargs: dict[str, Any], *, protocol: type, kind: str) -> Wiring:
         given = next((k for k in ("redis", "store") if kwargs.get(k) is not None), "store")
         client = "an asyncio client (redis.asyncio)" if mode == "async" else "a sync client (redis.Redis)"
         raise ConfigError(given, f"{kind} needs {client} or a redis_url")
-    return Wiring(settings, store, Engine(settings), Revoker.for_settings(settings, store))
+    # A store that answers from memory (embedded, a mirror in sync) is asked inline by the guard.
+    engine = Engine(settings, fetch_local=getattr(store, "fetch_local", None))
+    return Wiring(settings, store, engine, Revoker.for_settings(settings, store))
 
 
 class Adapter:
