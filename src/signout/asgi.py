@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .errors import StoreError
 from .http import Answer, Request
-from .layout import Lookup
 from .options import Options
 from .steps import Fetch, Pass, Read, Respond, Step
-from .stores.base import AsyncStore, Value
+from .stores.base import AsyncStore
 from .wiring import CLAIMS_KEY, Adapter
 
 if TYPE_CHECKING:
@@ -37,13 +36,9 @@ class SignOutMiddleware(Adapter):
         self.app: ASGIApp = app
         self.store: AsyncStore = self.raw_store
         self._timeout = self.settings.store_timeout
-        # A store that can answer from memory without waiting (embedded, or a
-        # mirror in sync) is asked directly: no coroutine, no deadline.
         # A store whose reads end by store_timeout on their own needs no deadline around them.
+        # (One that answers from memory is asked by the engine itself: see Engine._fetch.)
         self._reads_bounded: bool = getattr(self.store, "bounds_reads", False)
-        self._fetch_local: Callable[[tuple[Lookup, ...], float], list[list[Value]] | None] | None = getattr(
-            self.store, "fetch_local", None
-        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -59,10 +54,6 @@ class SignOutMiddleware(Adapter):
             client=scope.get("client"),
         )
         step = self.engine.start(request)
-        if type(step) is Fetch and self._fetch_local is not None:
-            rows = self._fetch_local(step.lookups, step.now)
-            if rows is not None:
-                step = step.resume(rows)
         if type(step) is not Pass and type(step) is not Respond:
             step = await self._drive(step, receive)
         if type(step) is Pass:

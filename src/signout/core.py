@@ -38,7 +38,7 @@ class Engine:
     def __init__(self, settings: Settings, *, fetch_local: LocalFetch | None = None) -> None:
         self.settings = settings
         # A store's in-memory answer (``None`` when it has none now), asked inline
-        # by the guard: no Fetch step, no closure, no I/O. Never touches a socket.
+        # (``_fetch``): no Fetch step for the adapter to drive, no I/O.
         self.fetch_local = fetch_local
         self.policy = rules.Policy(settings.key_prefix, settings.leeway, settings.max_token_lifetime)
         self.answers = Answers(settings)
@@ -124,7 +124,7 @@ class Engine:
                 return Pass(tokens[0])
             return self._revoked(request, [t for t, v in zip(tokens, verdicts, strict=True) if v])
 
-        return Fetch(lookups=found, now=now, resume=judge)
+        return self._fetch(found, now, judge)
 
     def _guard_one(self, request: Request, source: Source, raw: str, now: float) -> Step:
         """The guard for the usual request: one token (a reused one derives nothing anew)."""
@@ -135,22 +135,23 @@ class Engine:
         lookup = rules.lookup_of(self.policy, token)
         if lookup is None:
             return Pass(token)
-        if self.fetch_local is not None:
-            rows = self.fetch_local((lookup,), now)
-            if rows is not None:
-                return self._judged_one(request, token, lookup, rows[0], now)
 
         def judge(rows: Sequence[Row] | None) -> Step:
             if rows is None:
                 return self._store_failed(request, token)
-            return self._judged_one(request, token, lookup, rows[0], now)
+            if rules.revoked_alone(token, lookup, rows[0], now):
+                return self._revoked(request, [token])
+            return Pass(token)
 
-        return Fetch(lookups=(lookup,), now=now, resume=judge)
+        return self._fetch((lookup,), now, judge)
 
-    def _judged_one(self, request: Request, token: Token, lookup: Lookup, row: Row, now: float) -> Step:
-        if rules.revoked_alone(token, lookup, row, now):
-            return self._revoked(request, [token])
-        return Pass(token)
+    def _fetch(self, lookups: tuple[Lookup, ...], now: float, resume: Callable[[Sequence[Row] | None], Step]) -> Step:
+        """Read the store: at once when it answers from memory, else through the adapter (a ``Fetch``)."""
+        if self.fetch_local is not None:
+            rows = self.fetch_local(lookups, now)
+            if rows is not None:
+                return resume(rows)
+        return Fetch(lookups=lookups, now=now, resume=resume)
 
     def _store_failed(self, request: Request, token: Token) -> Step:
         if self.settings.on_store_error == "allow":
@@ -237,7 +238,7 @@ class Engine:
             )
             return self._commit(request, "logout_all", alive, writes, final, now)
 
-        return Fetch(lookups=found, now=now, resume=checked)
+        return self._fetch(found, now, checked)
 
     def _redirect_allowed(self, location: str) -> bool:
         s = self.settings

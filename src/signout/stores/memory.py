@@ -21,9 +21,6 @@ class MemoryStore:
     does not. Fine for development, tests and single-process apps.
     """
 
-    #: Answers from memory, never waits (see ``fetch_local``).
-    in_sync = True
-
     def __init__(self, *, warn: bool = True) -> None:
         global _warned
         if warn and not _warned:
@@ -55,9 +52,9 @@ class MemoryStore:
         return out
 
     def fetch_local(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
-        """``fetch_sync`` under the name the ASGI adapter asks first: answered from memory, no I/O.
+        """``fetch_sync`` under the name the engine asks first: answered from memory, no I/O.
 
-        The adapter then needs no coroutine and no deadline around the check.
+        The adapter then drives no Fetch step: no coroutine, no deadline around the check.
         A store that can only sometimes answer so (a mirror) returns ``None`` when it cannot.
         """
         return self.fetch_sync(lookups, now)

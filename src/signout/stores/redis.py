@@ -273,9 +273,7 @@ class RedisStore:
             raise StoreError(f"redis read failed: {type(exc).__name__}") from exc
 
     async def _fetch_now(self, lookups: Sequence[Lookup]) -> list[list[Value]]:
-        address = self._address
-        if address is not None:
-            return await self._read(address, lookups)
+        """The redis-py read (``rediss://``, client or factory stores; ``fetch`` sends the rest to ``_read``)."""
         try:
             client = self._client()
             if len(lookups) == 1:
