@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import gc
 import os
+import select as select_module
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -24,7 +27,11 @@ from starlette.testclient import TestClient
 
 from signout import ConfigError, RedisStore, SignOutMiddleware, SignOutWSGIMiddleware, layout
 from signout.layout import Lookup, Write
+from signout.stores import follow_socket
 from signout.stores.follow import read_change
+from signout.stores.follow_loop import _LoopFollower
+from signout.stores.follow_socket import _SocketFollower
+from signout.stores.follow_thread import _ThreadFollower
 from signout.stores.memory import MemoryStore
 from signout.stores.mirror import MirrorStore
 from signout.stores.redis import MERGE_SCRIPT, changes_channel
@@ -32,7 +39,11 @@ from signout.stores.redis import MERGE_SCRIPT, changes_channel
 from .apps import starlette_app, wsgi_app
 from .conftest import ISS, SECRET, PEP3333Transport, RedisServer, TokenFactory, claims
 
-FOLLOWERS = ["thread", "loop"]
+FOLLOWERS = ["thread", "loop", "pubsub"]
+#: What ``MirrorStore.following`` says for each: ``pubsub`` is the thread on redis-py's pub/sub that a
+#: store without a socket address of its own gets (``rediss://``, a client given), forced here.
+KIND = {"thread": "thread", "loop": "loop", "pubsub": "thread"}
+CLASS = {"thread": _SocketFollower, "loop": _LoopFollower, "pubsub": _ThreadFollower}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -46,7 +57,11 @@ _OPEN: list[MirrorStore] = []
 def _close_mirrors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
     while _OPEN:
-        _OPEN.pop().close()  # stop their threads: no reconnecting to servers that are gone
+        store = _OPEN.pop()
+        follower = store._follower
+        store.close()  # stop their threads: no reconnecting to servers that are gone
+        if isinstance(follower, _SocketFollower):  # woken by close: gone with its subscription at once
+            follower.thread.join(timeout=5)
     gc.collect()  # a pending task dropped without being stopped would be reported now
     logged = [*caplog.get_records("call"), *caplog.records]
     destroyed = [r for r in logged if "Task was destroyed but it is pending" in r.getMessage()]
@@ -75,15 +90,20 @@ def mirrored(
     """An ASGI app with a local mirror, in sync, followed by ``follower``; and a client of it."""
     middleware = guarded(redis_url, ping_every)
     store = mirror_of(middleware)
-    if follower == "thread":
-        assert store.wait_in_sync(5)
-        yield store, TestClient(middleware, base_url="https://t")
-    else:
-        with TestClient(middleware, base_url="https://t") as client:
+    with contextlib.ExitStack() as stack:
+        if follower == "pubsub":  # as for rediss:// or a client given: no address for a socket of its own
+            stack.enter_context(mock.patch.object(RedisStore, "address", new=property(lambda self: None)))
+        if follower == "loop":
+            client = stack.enter_context(TestClient(middleware, base_url="https://t"))
             assert client.portal is not None
             assert client.portal.call(store.await_in_sync, 5)
-            yield store, client
-    assert store.following in (follower, None)
+        else:
+            assert store.wait_in_sync(5)
+            client = TestClient(middleware, base_url="https://t")
+        assert isinstance(store._follower, CLASS[follower])
+        yield store, client
+        assert store.following in (KIND[follower], None)
+        assert store._follower is None or isinstance(store._follower, CLASS[follower])
 
 
 def logout_elsewhere(redis_url: str, token: str) -> None:
@@ -133,7 +153,7 @@ def test_a_revocation_on_one_instance_reaches_the_others_mirror(
         assert one.post("/auth/logout", headers=bearer(token)).status_code == 200
         assert one.get("/me", headers=bearer(token)).status_code == 401  # its own: at once
         until(lambda: two.get("/me", headers=bearer(token)).status_code == 401)
-        assert two_store.in_sync and two_store.following == follower
+        assert two_store.in_sync and two_store.following == KIND[follower]
 
 
 @pytest.mark.parametrize("follower", FOLLOWERS)
@@ -163,7 +183,7 @@ def test_a_dropped_subscription_is_noticed_and_resynced(
         assert store.resyncs == 1
         redis_client.client_kill_filter(_type="pubsub")
         until(lambda: store.resyncs == 2 and store.in_sync)
-        assert store.following == follower  # the same follower, resubscribed and copied again
+        assert store.following == KIND[follower]  # the same follower, resubscribed and copied again
         token = make_token(jti="after-the-drop")
         logout_elsewhere(redis_url, token)
         until(lambda: c.get("/me", headers=bearer(token)).status_code == 401)
@@ -262,6 +282,7 @@ def test_an_asgi_app_follows_on_its_serving_loop_without_a_thread(
 
 
 def test_aclose_stops_the_task_and_closes_its_connections(redis_url: str, redis_client: redis.Redis) -> None:
+    until(lambda: subscribers(redis_client) == 0)  # a redis-py thread of an earlier test takes up to 0.5 s to end
     middleware = guarded(redis_url)
     store = mirror_of(middleware)
 
@@ -277,6 +298,7 @@ def test_aclose_stops_the_task_and_closes_its_connections(redis_url: str, redis_
 
 
 def test_lifespan_shutdown_stops_the_task(redis_url: str, redis_client: redis.Redis) -> None:
+    until(lambda: subscribers(redis_client) == 0)
     with mirrored(redis_url, "loop") as (store, _):
         assert subscribers(redis_client) == 1
     assert not store.in_sync and store.following is None
@@ -381,6 +403,89 @@ def test_a_wsgi_app_follows_from_a_thread(redis_url: str, redis_client: redis.Re
     until(lambda: client.get("/me", headers=bearer(token)).status_code == 401)
 
 
+class _Held:
+    """Holds the socket follower's thread right after its ``select`` returns, while ``hold`` is set."""
+
+    def __init__(self) -> None:
+        self.hold = threading.Event()
+        self.release = threading.Event()
+        self.held = threading.Event()
+        self._real = select_module.select
+
+    def select(self, *args: Any) -> object:
+        got = self._real(*args)
+        if self.hold.is_set() and threading.current_thread().name == "signout-mirror":
+            self.held.set()
+            self.release.wait(10)
+        return got
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(select_module, name)
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Held]:
+    held = _Held()
+    monkeypatch.setattr(follow_socket, "select", held)
+    yield held
+    held.release.set()
+
+
+def test_a_check_applies_what_arrived_itself_while_the_thread_cannot_run(
+    held: _Held, redis_url: str, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a busy process, where the follower thread waits for the GIL: the check must not wait for it.
+    applied_by: list[str] = []
+    real_heard = _SocketFollower._heard
+
+    def heard(self: _SocketFollower, data: bytes | str, rereads: dict[str, None]) -> None:
+        applied_by.append(threading.current_thread().name)
+        real_heard(self, data, rereads)
+
+    monkeypatch.setattr(_SocketFollower, "_heard", heard)
+    with mirrored(redis_url, "thread") as (store, c):
+        token = make_token(jti="applied-by-the-check")
+        assert c.get("/me", headers=bearer(token)).status_code == 200
+        held.hold.set()
+        logout_elsewhere(redis_url, token)
+        until(lambda: c.get("/me", headers=bearer(token)).status_code == 401)
+        assert applied_by and "signout-mirror" not in applied_by
+        assert held.held.wait(2)  # the thread woke for the message, and is still held
+        held.release.set()
+        assert store.in_sync and store.resyncs == 1
+
+
+def test_a_thread_kept_from_running_takes_no_pong_for_lost(
+    held: _Held, redis_url: str, make_token: TokenFactory
+) -> None:
+    # The watchdog times a PING from when it was sent: a thread that could not send one
+    # (starved, or here held) must not take its own silence for a dead connection.
+    with mirrored(redis_url, "thread", ping_every=0.1) as (store, c):
+        time.sleep(0.3)  # a few PINGs answered
+        held.hold.set()
+        assert held.held.wait(2)
+        time.sleep(0.6)  # three times the watchdog's patience, no PING sent meanwhile
+        assert c.get("/me", headers=bearer(make_token())).status_code == 200
+        held.hold.clear()
+        held.release.set()
+        time.sleep(0.3)
+        assert store.in_sync and store.resyncs == 1
+
+
+def test_a_forked_child_does_not_answer_from_its_parents_copy(redis_url: str) -> None:
+    with mirrored(redis_url, "thread") as (store, _):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: the copy and the flag came along, the thread that keeps them did not
+            os.write(write, b"1" if store.in_sync else b"0")
+            os._exit(0)
+        os.close(write)
+        assert os.read(read, 1) == b"0"
+        os.waitpid(pid, 0)
+        os.close(read)
+        assert store.in_sync  # the parent's is untouched
+
+
 def test_local_mirror_needs_redis() -> None:
     with pytest.raises(ConfigError) as raised:
         SignOutMiddleware(starlette_app(), key=SECRET, local_mirror=True)
@@ -440,7 +545,7 @@ def test_a_revocation_elsewhere_is_applied_from_its_message_without_reading_the_
             logout_elsewhere(redis_url, token)
             until(lambda: c.get("/me", headers=bearer(token)).status_code == 401)  # noqa: B023
             assert read_backs(redis_client) == before
-        assert store.resyncs == 1 and store.following == follower
+        assert store.resyncs == 1 and store.following == KIND[follower]
 
 
 @pytest.mark.parametrize("follower", FOLLOWERS)
@@ -485,7 +590,7 @@ def test_a_message_with_unreadable_fields_is_answered_by_reading_its_bucket_back
         assert redis_client.publish(CHANNEL, UNREADABLE_FIELDS[damage](key)) == 1
         until(lambda: c.get("/me", headers=bearer(token)).status_code == 401)  # not lost
         assert read_backs(redis_client) == before + 1
-        assert store.resyncs == 1 and store.in_sync and store.following == follower  # the follower carried on
+        assert store.resyncs == 1 and store.in_sync and store.following == KIND[follower]  # the follower carried on
 
 
 # Each names no bucket it can be sure of: only a full copy makes up for it.
@@ -514,7 +619,7 @@ def test_a_message_naming_no_bucket_costs_a_full_copy_not_the_follower(
         revoke_unannounced(redis_client, f"no-bucket-{message}")
         assert redis_client.publish(CHANNEL, NO_BUCKET[message]) == 1
         until(lambda: store.resyncs == 2 and store.in_sync)
-        assert store.following == follower
+        assert store.following == KIND[follower]
         assert c.get("/me", headers=bearer(token)).status_code == 401  # copied with everything else
     assert any("names no bucket" in r.getMessage() for r in caplog.records)
 
@@ -567,21 +672,21 @@ def test_binary_field_names_reach_the_copy_whole_from_both_write_paths(
 
 @pytest.mark.parametrize("follower", FOLLOWERS)
 def test_the_copy_keeps_no_expired_field_it_hears_of(follower: str, redis_url: str, redis_client: redis.Redis) -> None:
-    now = int(time.time())
     with mirrored(redis_url, follower) as (store, _):
         alone(redis_client)
+        now = int(time.time())
         copy = copy_of(store)
         pipe = redis_client.pipeline(transaction=False)
         for shard in range(100):  # already expired: never kept
             pipe.publish(CHANNEL, change(f"signout:{{{shard:04x}}}", (b"jold", str(now - 1).encode())))
         live = str(now + 600).encode()
         pipe.publish(CHANNEL, change("signout:{ffff}", (b"jlive", live), (b"jdead", str(now - 5).encode())))
-        pipe.publish(CHANNEL, change("signout:{fffe}", (b"jsoon", str(now + 1).encode())))  # expires in ~1 s
+        pipe.publish(CHANNEL, change("signout:{fffe}", (b"jsoon", str(now + 2).encode())))  # in 1-2 s
         pipe.execute()
         until(lambda: len(copy) == 2)
         assert copy._buckets["signout:{ffff}"][1] == {b"jlive": live}
         # A bucket whose fields all expire later goes in the next sweep, every 1024 writes to the copy.
-        time.sleep(max(0.0, now + 1.05 - time.time()))
+        time.sleep(max(0.0, now + 2.05 - time.time()))
         for shard in range(1100):
             pipe.publish(CHANNEL, change(f"signout:{{{shard:04x}}}", (b"jold", b"1")))
         pipe.execute()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -92,9 +93,11 @@ class _Follower:
         # Set by a full copy; cleared the moment the subscription is in doubt.
         self.ready = threading.Event()
         self._backoff = _FIRST_BACKOFF
+        self._pid = os.getpid()
 
     def in_sync(self) -> bool:
-        return self.ready.is_set()
+        # A forked child inherits the copy and the flag, not the thread that kept them.
+        return self.ready.is_set() and self._pid == os.getpid()
 
     def alive(self) -> bool:
         raise NotImplementedError
@@ -187,15 +190,18 @@ def _netstring(data: bytes, at: int) -> tuple[bytes, int]:
 
 
 class _Watchdog:
-    """PING every ``every`` seconds; a PONG missing for ``2 * every`` means the connection is dead.
+    """PING every ``every`` seconds; a PING left unanswered for ``2 * every`` means the connection is dead.
 
     A network that drops packets without closing the socket raises nothing:
-    only a missing PONG tells.
+    only a missing PONG tells. The clock runs from the PING, not from the
+    last PONG: a follower kept from running (a thread starved of the GIL)
+    sends no PING meanwhile, and must not take its own silence for the server's.
     """
 
     def __init__(self, every: float, now: float) -> None:
         self.every = every
-        self.last_ping = self.last_pong = now
+        self.last_ping = now
+        self.unanswered: float | None = None  # when the oldest PING not yet answered was sent
 
     @property
     def wait(self) -> float:
@@ -203,14 +209,16 @@ class _Watchdog:
         return self.every / 2
 
     def pong(self, now: float) -> None:
-        self.last_pong = now
+        self.unanswered = None
 
     def ping_due(self, now: float) -> bool:
-        """Raise when the PONGs stopped; True (and counted as sent) when a PING is due."""
-        if now - self.last_pong > 2 * self.every:
-            raise StoreError(f"no PONG for {now - self.last_pong:.1f} s")
+        """Raise when a PING went unanswered too long; True (and counted as sent) when a PING is due."""
+        if self.unanswered is not None and now - self.unanswered > 2 * self.every:
+            raise StoreError(f"no PONG for {now - self.unanswered:.1f} s")
         if now - self.last_ping >= self.every:
             self.last_ping = now
+            if self.unanswered is None:
+                self.unanswered = now
             return True
         return False
 

@@ -22,17 +22,21 @@ There are two followers; one is live at a time, and it serves every caller:
   mirror is out of sync at once, and the next check, from whichever loop,
   starts a follower on its own loop. Its connections are never touched from
   another loop.
-* **in a thread** (WSGI, or ``wait_in_sync()`` from sync code,
-  ``stores.follow_thread``): redis-py's sync pub/sub.
+* **in a thread** (WSGI, or ``wait_in_sync()`` from sync code): on a socket
+  of its own for ``redis://`` and ``unix://`` stores (``stores.follow_socket``),
+  which every check reads first: a check answers from no copy older than what
+  its instance has received, however long the thread waits for the GIL. A
+  store without an address of its own (``rediss://``, a client given) gets
+  redis-py's sync pub/sub (``stores.follow_thread``), and a thread that must win
+  the GIL before it applies anything.
 
-Why the loop: a thread has to win the GIL from the serving loop, and on a
-loop kept busy without pause it waits. Revocation lag between two instances
-(``benchmarks/bench_store.py --parts lag``, three runs, p99): the task
-0.2-1.2 ms with an idle loop, 0.2-0.9 ms saturated and 0.5-1.4 ms with 32
-requests in flight per loop turn (p50 0.1-0.3 ms); the thread 0.8-0.9 ms
-idle but 340-574 ms saturated. The task's lag is one loop turn (the message
-is read and applied in the same turn), where reading the bucket back took
-about four (p99 4.6-4.8 ms with 32 in flight, p50 2.8-3.5 ms).
+Revocation lag between two instances (``benchmarks/bench_store.py --parts
+lag``, p99, Redis pinned to its own CPU as on a host of its own): the task
+0.4-2.8 ms, the socket thread 0.6-0.8 ms, whether B's loop is idle, saturated
+or has 32 requests in flight; before the checks read the socket, the thread
+took 100-1,300 ms saturated. With Redis sharing the 2 CPUs with the process,
+both tails reach 4-10 ms: a follower woken by the message preempts Redis
+before it has written the same message to B's socket.
 The overhead of a check in sync: the ``signout-mirror`` row of ``bench_guard.py``.
 """
 
@@ -48,6 +52,7 @@ from ..layout import Lookup, Write
 from .base import Value
 from .follow import _Follower, _Setup
 from .follow_loop import _loop_clients, _LoopFollower
+from .follow_socket import _SocketFollower
 from .follow_thread import _ThreadFollower
 from .redis import RedisStore, changes_channel
 
@@ -79,7 +84,11 @@ class MirrorStore:
 
     def start(self) -> None:
         """Follow from a thread, unless a follower is live already (sync callers: WSGI, scripts)."""
-        self._ensure(lambda: _ThreadFollower(self._setup, self.redis.sync_client))
+        address = self.redis.address
+        if address is not None:  # a socket of its own, which every check reads first
+            self._ensure(lambda: _SocketFollower(self._setup, address, self.redis.sync_client))
+        else:  # TLS, or a client given: redis-py's pub/sub
+            self._ensure(lambda: _ThreadFollower(self._setup, self.redis.sync_client))
 
     def start_on_loop(self) -> None:
         """Follow from a task on the running loop, unless a follower is live already."""

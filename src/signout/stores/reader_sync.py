@@ -108,33 +108,7 @@ class SyncReader:
             raise
 
     def _open(self) -> _Link:
-        address = self._address
-        try:
-            if address.path is not None:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(self._timeout)
-                try:
-                    sock.connect(address.path)
-                except BaseException:
-                    sock.close()
-                    raise
-            else:
-                sock = socket.create_connection((address.host, address.port), timeout=self._timeout)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as exc:
-            raise StoreError(f"redis connect failed: {type(exc).__name__}") from None
-        link = _Link(sock)
-        steps = address.handshake()
-        if steps:
-            try:
-                replies = link.exchange(b"".join(payload for _, payload in steps), len(steps))
-                check_handshake(steps, replies)
-            except (OSError, ProtocolError) as exc:
-                link.close()
-                raise StoreError(f"redis connect failed: {type(exc).__name__}") from None
-            except BaseException:  # StoreError from the check, or an interruption: never reuse it
-                link.close()
-                raise
+        link = connect(self._address, self._timeout)
         self._local.link = link
         with self._lock:
             self._links.add(link)
@@ -152,3 +126,34 @@ class SyncReader:
             self._links.clear()
         for link in links:
             link.close()
+
+
+def connect(address: Address, timeout: float) -> _Link:
+    """A blocking socket to ``address``, authenticated and on its database; ``timeout`` bounds each step."""
+    try:
+        if address.path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(address.path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((address.host, address.port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        raise StoreError(f"redis connect failed: {type(exc).__name__}") from None
+    link = _Link(sock)
+    steps = address.handshake()
+    if steps:
+        try:
+            replies = link.exchange(b"".join(payload for _, payload in steps), len(steps))
+            check_handshake(steps, replies)
+        except (OSError, ProtocolError) as exc:
+            link.close()
+            raise StoreError(f"redis connect failed: {type(exc).__name__}") from None
+        except BaseException:  # StoreError from the check, or an interruption: never reuse it
+            link.close()
+            raise
+    return link

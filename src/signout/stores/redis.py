@@ -180,6 +180,11 @@ class RedisStore:
         """The URL this store was built from; ``None`` when it was given a client or a factory."""
         return self._url
 
+    @property
+    def address(self) -> Address | None:
+        """Where the lean reader connects (``redis://``, ``unix://``); ``None`` when redis-py does all I/O."""
+        return self._address
+
     def serves(self, mode: str) -> bool:
         """Whether this store can serve ``"async"`` (ASGI) or ``"sync"`` (WSGI) callers."""
         if mode == "sync":
