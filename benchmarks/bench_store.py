@@ -351,8 +351,8 @@ def read_backs(port: int) -> int:
     """``HGETALL``s sent by clients so far: INFO also counts the one each merge script runs itself."""
     with redis.Redis(port=port) as client:
         stats = client.info("commandstats")
-    calls = {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("hgetall", "eval")}
-    return calls["hgetall"] - calls["eval"]
+    calls = {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("hgetall", "eval", "evalsha")}
+    return calls["hgetall"] - calls["eval"] - calls["evalsha"]
 
 
 async def lag_rows(port: int, follower: str, args: argparse.Namespace, timeout: float, budget: float) -> list[LagRow]:

@@ -519,7 +519,7 @@ def alone(client: redis.Redis) -> None:
 
 def read_backs(client: redis.Redis) -> int:
     """``HGETALL``s sent by clients: every merge script runs one of its own, which INFO counts too."""
-    return calls(client, "hgetall") - calls(client, "eval")
+    return calls(client, "hgetall") - calls(client, "eval") - calls(client, "evalsha")
 
 
 def revoke_unannounced(client: redis.Redis, jti: str) -> str:

@@ -8,14 +8,15 @@ import sys
 import time
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from starlette.testclient import TestClient
 
-from signout import SignOutMiddleware, layout
+from signout import SignOutMiddleware, SignOutWSGIMiddleware, layout
 
-from .apps import starlette_app
-from .conftest import ISS, SECRET, RedisServer, TokenFactory, free_port
+from .apps import starlette_app, wsgi_app
+from .conftest import ISS, SECRET, PEP3333Transport, RedisServer, TokenFactory, free_port
 
 KEY = re.compile(rb"^signout:\{[0-9a-f]{4}\}$")
 
@@ -34,6 +35,35 @@ def test_two_instances_on_one_redis_see_each_others_revocations(redis_url: str, 
     assert two.get("/me", headers=bearer(token)).status_code == 200
     assert one.post("/auth/logout", headers=bearer(token)).status_code == 200
     assert two.get("/me", headers=bearer(token)).status_code == 401
+
+
+def commands(client: redis.Redis, *names: str) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names}
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_logouts_name_the_script_by_digest_and_send_it_whole_only_to_a_server_without_it(
+    kind: str, redis_url: str, redis_client: redis.Redis, make_token: TokenFactory
+) -> None:
+    if kind == "asgi":
+        c: Any = TestClient(SignOutMiddleware(starlette_app(), key=SECRET, redis_url=redis_url), base_url="https://t")
+    else:
+        app = SignOutWSGIMiddleware(wsgi_app(), key=SECRET, redis_url=redis_url)
+        c = httpx.Client(transport=PEP3333Transport(app), base_url="https://t")  # type: ignore[arg-type]
+    redis_client.script_flush()
+    redis_client.config_resetstat()
+    tokens = [make_token(sub=f"digest-{kind}-{i}", sid=f"s{i}", jti=f"j{i}") for i in range(3)]
+    assert c.post("/auth/logout", headers={"Authorization": f"Bearer {tokens[0]}"}).status_code == 200
+    # Unknown to a flushed server: refused (NOSCRIPT, not run), then sent whole, which caches it.
+    assert commands(redis_client, "evalsha", "eval") == {"evalsha": 1, "eval": 1}
+    for token in tokens[1:]:
+        assert c.post("/auth/logout", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert commands(redis_client, "evalsha", "eval") == {"evalsha": 3, "eval": 1}
+    for token in tokens:  # each written once, NOSCRIPT or not
+        assert c.get("/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    stats = redis_client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["failed_calls"] == 1  # the one refusal, and no other
 
 
 def test_every_key_has_a_ttl_covering_the_token(

@@ -66,14 +66,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
         deadline = time.monotonic() + 20
-        while (
-            b"cluster_state:ok"
-            not in subprocess.run(
-                ["redis-cli", "-p", str(ports[0]), "cluster", "info"], capture_output=True, check=False
-            ).stdout
-        ):
-            assert time.monotonic() < deadline, "cluster did not converge"
-            time.sleep(0.1)
+        for p in ports:  # every node, not just one: each comes to agree on its own
+            while (
+                b"cluster_state:ok"
+                not in subprocess.run(["redis-cli", "-p", str(p), "cluster", "info"], capture_output=True).stdout
+            ):
+                assert time.monotonic() < deadline, "cluster did not converge"
+                time.sleep(0.1)
         yield ports
     finally:
         for process in processes:
@@ -91,7 +90,11 @@ def test_cluster_logout_and_guard_with_a_factory(cluster: list[int], make_token:
     def factory() -> Any:
         return RedisCluster(host="127.0.0.1", port=cluster[0])
 
-    c = TestClient(SignOutMiddleware(starlette_app(), key=SECRET, redis=factory), base_url="https://t")
+    # A new loop per request means a cluster discovery (CLUSTER SLOTS, a connection per node) per
+    # request, inside the check's bound: the default 0.25 s is tight for it late in a long test run.
+    c = TestClient(
+        SignOutMiddleware(starlette_app(), key=SECRET, redis=factory, store_timeout=2.0), base_url="https://t"
+    )
     users = [make_token(sub=f"user-{i}", sid=f"s-{i}", jti=f"j-{i}") for i in range(12)]
     for token in users[::2]:
         assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
@@ -110,7 +113,8 @@ def test_cluster_client_passed_in_on_one_loop(cluster: list[int], make_token: To
 
     client = RedisCluster(host="127.0.0.1", port=cluster[0])
     token = make_token(sub="cluster-single", jti="cj")
-    with TestClient(SignOutMiddleware(starlette_app(), key=SECRET, redis=client), base_url="https://t") as c:
+    app = SignOutMiddleware(starlette_app(), key=SECRET, redis=client, store_timeout=2.0)  # discovery: see above
+    with TestClient(app, base_url="https://t") as c:
         assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
         assert c.get("/me", headers=bearer(token)).status_code == 401
 

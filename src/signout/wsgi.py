@@ -81,13 +81,13 @@ def _request(environ: Environ) -> Request:
     # PEP 3333 hands the path over as latin-1 decoded bytes; ASGI as UTF-8. Match ASGI.
     raw_path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     path = raw_path.encode("latin-1", "replace").decode("utf-8", "replace")
-    return Request(
-        kind="http",
-        method=environ.get("REQUEST_METHOD", "GET"),
-        path=path,
-        query=environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
-        headers=headers,
-        client=(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
+    return Request(  # positional: see the ASGI adapter
+        "http",
+        environ.get("REQUEST_METHOD", "GET"),
+        path,
+        environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
+        headers,
+        (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
     )
 
 

@@ -18,6 +18,7 @@ per loop; a client you pass is used on the loop that first uses it, and a plain
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -25,8 +26,11 @@ from typing import Any, Union
 
 import redis
 import redis.asyncio as aredis
+import redis.asyncio.cluster
+import redis.cluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from ..errors import ConfigError, StoreError
@@ -102,6 +106,8 @@ if channel ~= '' then
 end
 return latest
 """
+#: What ``EVALSHA`` names the script by (Redis caches every script ``EVAL`` ran, by this digest).
+MERGE_SHA = hashlib.sha1(MERGE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 AsyncClient = Union["aredis.Redis", "aredis.RedisCluster"]
 SyncClient = Union["redis.Redis", "redis.RedisCluster"]
@@ -294,10 +300,10 @@ class RedisStore:
     async def write(self, writes: Sequence[Write], now: float) -> None:
         try:
             client = self._client()
-            pipe = client.pipeline(transaction=False)
-            for w in writes:
-                pipe.eval(MERGE_SCRIPT, 1, w.key, *_args(w, now))
-            await pipe.execute()
+            results = await _queue(client.pipeline(transaction=False), writes, now).execute(raise_on_error=False)
+            unknown = _not_cached(writes, results)
+            if unknown:  # a server that has not seen the script yet (a restart, a new node): send it whole
+                await _queue(client.pipeline(transaction=False), unknown, now, whole=True).execute()
         except _FAILURES as exc:
             raise StoreError(f"redis write failed: {type(exc).__name__}") from exc
 
@@ -323,10 +329,11 @@ class RedisStore:
 
     def write_sync(self, writes: Sequence[Write], now: float) -> None:
         try:
-            pipe = self.sync_client().pipeline(transaction=False)
-            for w in writes:
-                pipe.eval(MERGE_SCRIPT, 1, w.key, *_args(w, now))
-            pipe.execute()
+            client = self.sync_client()
+            results = _queue(client.pipeline(transaction=False), writes, now).execute(raise_on_error=False)
+            unknown = _not_cached(writes, results)
+            if unknown:
+                _queue(client.pipeline(transaction=False), unknown, now, whole=True).execute()
         except _FAILURES as exc:
             raise StoreError(f"redis write failed: {type(exc).__name__}") from exc
 
@@ -352,6 +359,36 @@ class RedisStore:
 def changes_channel(prefix: str) -> str:
     """The pub/sub channel every write announces its bucket on."""
     return f"{prefix}:changes"
+
+
+_CLUSTER_PIPES = (redis.cluster.ClusterPipeline, aredis.cluster.ClusterPipeline)
+
+
+def _queue(pipe: Any, writes: Sequence[Write], now: float, *, whole: bool = False) -> Any:
+    """``pipe`` with one merge script call per write: by its SHA1, or (``whole``) with its text.
+
+    ``EVALSHA`` sends 40 bytes where ``EVAL`` sends the script's 2 KB and has
+    Redis hash them again on every logout. redis-py's own ``Script`` objects
+    would ask ``SCRIPT EXISTS`` before every pipeline: a round trip more.
+    """
+    whole = whole or isinstance(pipe, _CLUSTER_PIPES)  # redis-py's cluster pipelines refuse EVALSHA
+    for w in writes:
+        if whole:
+            pipe.eval(MERGE_SCRIPT, 1, w.key, *_args(w, now))  # also caches it for the next EVALSHA
+        else:
+            pipe.evalsha(MERGE_SHA, 1, w.key, *_args(w, now))
+    return pipe
+
+
+def _not_cached(writes: Sequence[Write], results: Sequence[object]) -> list[Write]:
+    """The writes Redis refused for not knowing the script (so did not run); raises any other error."""
+    unknown: list[Write] = []
+    for write, result in zip(writes, results, strict=True):
+        if isinstance(result, NoScriptError):
+            unknown.append(write)
+        elif isinstance(result, Exception):
+            raise result
+    return unknown
 
 
 def _args(write: Write, now: float) -> list[bytes | int | str]:
