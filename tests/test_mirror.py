@@ -404,23 +404,34 @@ def test_a_wsgi_app_follows_from_a_thread(redis_url: str, redis_client: redis.Re
 
 
 class _Held:
-    """Holds the socket follower's thread right after its ``select`` returns, while ``hold`` is set."""
+    """Holds the socket follower's thread right after its ``poll`` returns, while ``hold`` is set."""
 
     def __init__(self) -> None:
         self.hold = threading.Event()
         self.release = threading.Event()
         self.held = threading.Event()
-        self._real = select_module.select
 
-    def select(self, *args: Any) -> object:
-        got = self._real(*args)
-        if self.hold.is_set() and threading.current_thread().name == "signout-mirror":
-            self.held.set()
-            self.release.wait(10)
-        return got
+    def poll(self) -> _HeldPoll:
+        return _HeldPoll(self, select_module.poll())
 
     def __getattr__(self, name: str) -> object:
         return getattr(select_module, name)
+
+
+class _HeldPoll:
+    def __init__(self, held: _Held, real: Any) -> None:
+        self._held, self._real = held, real
+
+    def register(self, *args: Any) -> None:
+        self._real.register(*args)
+
+    def poll(self, *args: Any) -> Any:
+        got = self._real.poll(*args)
+        held = self._held
+        if held.hold.is_set() and threading.current_thread().name == "signout-mirror":
+            held.held.set()
+            held.release.wait(10)
+        return got
 
 
 @pytest.fixture
@@ -431,8 +442,21 @@ def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Held]:
     held.release.set()
 
 
+def socket_follower(store: MirrorStore) -> _SocketFollower:
+    follower = store._follower
+    assert isinstance(follower, _SocketFollower)
+    return follower
+
+
+def arrived(store: MirrorStore) -> None:
+    """Until bytes wait on the follower's socket (a message Redis has sent, not yet read by anyone)."""
+    sub = socket_follower(store)._sub
+    assert sub is not None
+    until(sub.pending)
+
+
 def test_a_check_applies_what_arrived_itself_while_the_thread_cannot_run(
-    held: _Held, redis_url: str, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+    held: _Held, redis_url: str, redis_client: redis.Redis, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As in a busy process, where the follower thread waits for the GIL: the check must not wait for it.
     applied_by: list[str] = []
@@ -448,11 +472,123 @@ def test_a_check_applies_what_arrived_itself_while_the_thread_cannot_run(
         assert c.get("/me", headers=bearer(token)).status_code == 200
         held.hold.set()
         logout_elsewhere(redis_url, token)
-        until(lambda: c.get("/me", headers=bearer(token)).status_code == 401)
-        assert applied_by and "signout-mirror" not in applied_by
+        arrived(store)
+        before = calls(redis_client, "hmget")
+        assert c.get("/me", headers=bearer(token)).status_code == 401  # the very next check, from the copy
+        assert calls(redis_client, "hmget") == before
+        assert len(applied_by) == 1 and applied_by[0] != "signout-mirror"  # by the check, not the thread
         assert held.held.wait(2)  # the thread woke for the message, and is still held
         held.release.set()
         assert store.in_sync and store.resyncs == 1
+
+
+def test_a_bucket_to_read_back_is_asked_of_redis_until_the_thread_has_read_it(
+    held: _Held, redis_url: str, redis_client: redis.Redis, make_token: TokenFactory
+) -> None:
+    # A bare key (an older writer) names a bucket the copy is behind on: no check may answer from it.
+    with mirrored(redis_url, "thread") as (store, c):
+        alone(redis_client)
+        token = make_token(jti="unsure-bucket")
+        key = revoke_unannounced(redis_client, "unsure-bucket")
+        held.hold.set()
+        assert redis_client.publish(CHANNEL, key) == 1
+        arrived(store)
+        before = calls(redis_client, "hmget")
+        assert c.get("/me", headers=bearer(token)).status_code == 401  # from Redis, at once
+        assert calls(redis_client, "hmget") == before + 1
+        assert c.get("/me", headers=bearer(make_token(sub="someone-else"))).status_code == 200
+        assert calls(redis_client, "hmget") == before + 1  # other buckets: still from the copy
+        held.release.set()
+        until(lambda: not socket_follower(store)._unsure)
+        assert c.get("/me", headers=bearer(token)).status_code == 401
+        assert calls(redis_client, "hmget") == before + 1  # read back: from the copy again
+        assert store.resyncs == 1
+
+
+def test_checks_from_many_threads_at_once(redis_url: str, make_token: TokenFactory) -> None:
+    # A threaded WSGI server checks from many threads; each reads the socket when something arrived.
+    middleware = SignOutWSGIMiddleware(wsgi_app(), key=SECRET, redis_url=redis_url, local_mirror=True)
+    store = mirror_of(middleware)
+    assert store.wait_in_sync(5)
+    tokens = [make_token(sub=f"many-{i}", sid=f"many-s-{i}", jti=f"many-{i}") for i in range(8)]
+    # The logouts run beside 8 threads that want the GIL all the time: more than 0.25 s to write.
+    other = TestClient(SignOutMiddleware(starlette_app(), key=SECRET, redis_url=redis_url, store_timeout=5.0))
+    statuses: list[set[int]] = [set() for _ in tokens]
+    stop = threading.Event()
+
+    def hammer(i: int) -> None:
+        client = httpx.Client(transport=PEP3333Transport(middleware), base_url="https://t")  # type: ignore[arg-type]
+        while not stop.is_set():
+            statuses[i].add(client.get("/me", headers=bearer(tokens[i])).status_code)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(len(tokens))]
+    for thread in threads:
+        thread.start()
+    try:
+        for token in tokens[::2]:
+            assert other.post("https://t/auth/logout", headers=bearer(token)).status_code == 200
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert [sorted(s) for s in statuses] == [[200, 401] if i % 2 == 0 else [200] for i in range(len(tokens))]
+    assert store.in_sync and store.resyncs == 1
+    client = httpx.Client(transport=PEP3333Transport(middleware), base_url="https://t")  # type: ignore[arg-type]
+    for i, token in enumerate(tokens):  # each revoked one stays revoked
+        assert client.get("/me", headers=bearer(token)).status_code == (401 if i % 2 == 0 else 200)
+
+
+def test_a_follower_with_a_file_descriptor_past_1024(
+    redis_url: str, make_token: TokenFactory, redis_client: redis.Redis
+) -> None:
+    # select() cannot wait on a descriptor past FD_SETSIZE; a busy server has that many open.
+    hogs = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with mirrored(redis_url, "thread") as (store, c):
+            sub = socket_follower(store)._sub
+            assert sub is not None and sub.sock.fileno() > 1024
+            token = make_token(jti="past-1024")
+            logout_elsewhere(redis_url, token)
+            until(lambda: c.get("/me", headers=bearer(token)).status_code == 401)
+            time.sleep(0.2)
+            assert store.in_sync and store.resyncs == 1
+    finally:
+        for fd in hogs:
+            os.close(fd)
+
+
+class _Interrupted(BaseException):
+    """As a gevent.Timeout or a signal-raised request timeout: not an Exception."""
+
+
+def test_a_check_interrupted_while_applying_puts_the_copy_out_of_sync(
+    held: _Held, redis_url: str, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_heard = _SocketFollower._heard
+    interrupt = threading.Event()
+
+    def heard(self: _SocketFollower, data: bytes | str, rereads: dict[str, None]) -> None:
+        if interrupt.is_set() and threading.current_thread().name != "signout-mirror":
+            interrupt.clear()
+            raise _Interrupted
+        real_heard(self, data, rereads)
+
+    monkeypatch.setattr(_SocketFollower, "_heard", heard)
+    with mirrored(redis_url, "thread") as (store, c):
+        token = make_token(jti="interrupted")
+        held.hold.set()
+        logout_elsewhere(redis_url, token)
+        arrived(store)
+        interrupt.set()
+        with pytest.raises(_Interrupted):  # the check's thread is interrupted: it goes on up, as it would anyway
+            socket_follower(store).in_sync()
+        assert not store.in_sync  # the message it took is gone from the socket: the copy cannot be trusted
+        assert c.get("/me", headers=bearer(token)).status_code == 401  # from Redis meanwhile
+        held.hold.clear()
+        held.release.set()
+        until(lambda: store.resyncs == 2 and store.in_sync)
+        assert c.get("/me", headers=bearer(token)).status_code == 401
 
 
 def test_a_thread_kept_from_running_takes_no_pong_for_lost(

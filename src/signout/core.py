@@ -135,6 +135,11 @@ class Engine:
         lookup = rules.lookup_of(self.policy, token)
         if lookup is None:
             return Pass(token)
+        if self.fetch_local is not None:  # _fetch's fast path, without building a closure for it
+            rows = self.fetch_local((lookup,), now)
+            if rows is not None:
+                revoked = rules.revoked_alone(token, lookup, rows[0], now)
+                return self._revoked(request, [token]) if revoked else Pass(token)
 
         def judge(rows: Sequence[Row] | None) -> Step:
             if rows is None:
@@ -143,7 +148,7 @@ class Engine:
                 return self._revoked(request, [token])
             return Pass(token)
 
-        return self._fetch((lookup,), now, judge)
+        return Fetch(lookups=(lookup,), now=now, resume=judge)
 
     def _fetch(self, lookups: tuple[Lookup, ...], now: float, resume: Callable[[Sequence[Row] | None], Step]) -> Step:
         """Read the store: at once when it answers from memory, else through the adapter (a ``Fetch``)."""

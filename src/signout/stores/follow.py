@@ -18,10 +18,12 @@ way to be sure no revocation in it is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,7 +31,8 @@ from typing import Any, Protocol
 import redis
 
 from ..errors import StoreError
-from ..layout import Write
+from ..layout import Lookup, Write
+from .base import Value
 from .memory import MemoryStore
 
 log = logging.getLogger("signout")
@@ -38,8 +41,9 @@ log = logging.getLogger("signout")
 _BURST = 256
 #: Buckets asked for per ``SCAN`` step of a full copy.
 _SCAN_COUNT = 1000
-#: Seconds before retrying after a loss; doubled on each failed attempt, reset by a full copy.
-_FIRST_BACKOFF, _LAST_BACKOFF = 0.05, 2.0
+#: Seconds before retrying after a loss; doubled on each failed attempt, reset by a subscription
+#: that stayed in sync for ``_HEALTHY`` seconds.
+_FIRST_BACKOFF, _LAST_BACKOFF, _HEALTHY = 0.05, 2.0, 10.0
 #: What a lost or broken connection raises; anything else is a bug and is logged with its traceback.
 _LOSSES = (redis.RedisError, OSError, StoreError, asyncio.TimeoutError)
 #: The first byte of a change message that carries its fields.
@@ -93,11 +97,16 @@ class _Follower:
         # Set by a full copy; cleared the moment the subscription is in doubt.
         self.ready = threading.Event()
         self._backoff = _FIRST_BACKOFF
+        self._synced_at: float | None = None
         self._pid = os.getpid()
 
     def in_sync(self) -> bool:
         # A forked child inherits the copy and the flag, not the thread that kept them.
         return self.ready.is_set() and self._pid == os.getpid()
+
+    def answer(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]] | None:
+        """The rows from the copy while it is in sync; ``None``: ask Redis."""
+        return self.local.fetch_sync(lookups, now) if self.in_sync() else None
 
     def alive(self) -> bool:
         raise NotImplementedError
@@ -109,13 +118,18 @@ class _Follower:
         self.stop()
 
     def _synced(self) -> None:
-        self._backoff = _FIRST_BACKOFF
+        self._synced_at = time.monotonic()
         self.setup.copied()
         self.ready.set()
 
     def _lost(self, exc: Exception) -> float:
         """Out of sync at once; returns the seconds to wait before the next attempt."""
         self.ready.clear()
+        # The backoff starts over only after a subscription that lasted: one that fails right
+        # after each copy (whatever the cause) must not make a full copy 20 times a second.
+        if self._synced_at is not None and time.monotonic() - self._synced_at > _HEALTHY:
+            self._backoff = _FIRST_BACKOFF
+        self._synced_at = None
         if isinstance(exc, _Unreadable):
             log.warning("signout: local mirror: %s; checking Redis directly until it has copied every bucket", exc)
         elif isinstance(exc, _LOSSES):
@@ -193,15 +207,19 @@ class _Watchdog:
     """PING every ``every`` seconds; a PING left unanswered for ``2 * every`` means the connection is dead.
 
     A network that drops packets without closing the socket raises nothing:
-    only a missing PONG tells. The clock runs from the PING, not from the
-    last PONG: a follower kept from running (a thread starved of the GIL)
-    sends no PING meanwhile, and must not take its own silence for the server's.
+    only a missing PONG tells; a dead server is noticed within about
+    ``3.5 * every`` (the next PING, its patience, the next wake). The clock runs
+    from each PING, not from the last PONG: a follower kept from running (a
+    thread starved of the GIL) sends no PING meanwhile, and must not take its
+    own silence for the server's. PONGs may be taken by another thread (a
+    check reading the socket): the PINGs in flight are a deque, whose ends are
+    safe to use from two threads.
     """
 
     def __init__(self, every: float, now: float) -> None:
         self.every = every
         self.last_ping = now
-        self.unanswered: float | None = None  # when the oldest PING not yet answered was sent
+        self._sent: deque[float] = deque()  # when each PING not yet answered was sent, oldest first
 
     @property
     def wait(self) -> float:
@@ -209,16 +227,21 @@ class _Watchdog:
         return self.every / 2
 
     def pong(self, now: float) -> None:
-        self.unanswered = None
+        """A PONG answers the oldest PING in flight (Redis answers in order)."""
+        with contextlib.suppress(IndexError):
+            self._sent.popleft()
 
     def ping_due(self, now: float) -> bool:
         """Raise when a PING went unanswered too long; True (and counted as sent) when a PING is due."""
-        if self.unanswered is not None and now - self.unanswered > 2 * self.every:
-            raise StoreError(f"no PONG for {now - self.unanswered:.1f} s")
+        try:
+            oldest = self._sent[0]
+        except IndexError:
+            oldest = None
+        if oldest is not None and now - oldest > 2 * self.every:
+            raise StoreError(f"no PONG for {now - oldest:.1f} s")
         if now - self.last_ping >= self.every:
             self.last_ping = now
-            if self.unanswered is None:
-                self.unanswered = now
+            self._sent.append(now)
             return True
         return False
 

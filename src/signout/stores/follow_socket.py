@@ -12,10 +12,17 @@ never answers from a copy older than what its instance has received.
 
 The thread still does the rest: connect, subscribe, copy every bucket, wait
 for messages when no check comes, PING, and re-read the buckets a bare key or
-an unreadable message names (redis-py's sync client, as the full copy). Those
-re-reads are merged into the copy rather than replacing the bucket: a check
-may have applied a newer message meanwhile, and values only ever grow (the
-merge script's rule), so the order of the two does not matter.
+an unreadable message names (redis-py's sync client, as the full copy). Until
+such a bucket is re-read, checks that need it ask Redis: the copy is known to
+be behind there. Re-reads are merged into the copy rather than replacing the
+bucket: a check may have applied a newer message meanwhile, and values only
+ever grow (the merge script's rule), so the order of the two does not matter.
+
+Whatever interrupts a check while it applies what it read (an error, but also
+a ``gevent.Timeout`` or a signal-raised request timeout) puts the copy out of
+sync: the bytes it took are gone from the socket, so only a full copy makes up
+for them. Nothing a check does here raises into the request but such an
+interruption itself.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import StoreError
-from ..layout import Write
+from ..layout import Lookup, Write
+from .base import Value
 from .follow import _SCAN_COUNT, _chunks, _Follower, _hgetall_each, _Setup, _text, _Watchdog
 from .reader_sync import _Link, connect
 from .resp import Address, ErrorReply, ProtocolError, encode, parse
@@ -44,21 +52,24 @@ class _Subscription:
     def __init__(self, link: _Link, channel: str) -> None:
         self.link = link
         self.sock = link.sock
-        # SUBSCRIBE's reply is the first frame; anything after it is kept for the follower.
-        self.sock.sendall(encode("SUBSCRIBE", channel))
         self.buf = bytearray()
-        while True:
-            got = parse(self.buf, 0)
-            if got is not None:
-                break
-            self._recv_blocking()
-        reply, end = got
-        if not (isinstance(reply, list) and reply[:1] == [b"subscribe"]):
-            raise StoreError("redis SUBSCRIBE failed: " + (reply.kind if isinstance(reply, ErrorReply) else "reply"))
-        del self.buf[:end]
-        self.sock.setblocking(False)
-        self.poller = select.poll()
-        self.poller.register(self.sock.fileno(), select.POLLIN)
+        try:
+            # SUBSCRIBE's reply is the first frame; anything after it is kept for the follower.
+            self.sock.sendall(encode("SUBSCRIBE", channel))
+            while (got := parse(self.buf, 0)) is None:
+                self._recv_blocking()
+            reply, end = got
+            if not (isinstance(reply, list) and reply[:1] == [b"subscribe"]):
+                kind = reply.kind if isinstance(reply, ErrorReply) else "unexpected reply"
+                raise StoreError(f"redis SUBSCRIBE failed: {kind}")
+            del self.buf[:end]
+            self.sock.setblocking(False)
+        except BaseException:
+            link.close()
+            raise
+        # poll, not select: any file descriptor number. One poll object per thread: CPython
+        # refuses a second poll() on one object while another thread's is running.
+        self._pollers = threading.local()
 
     def _recv_blocking(self) -> None:
         chunk = self.sock.recv(_RECV_SIZE)
@@ -67,8 +78,14 @@ class _Subscription:
         self.buf += chunk
 
     def pending(self) -> bool:
-        """Whether bytes arrived (or the connection ended): no system call beyond one ``poll``."""
-        return bool(self.buf) or bool(self.poller.poll(0))
+        """Whether bytes arrived (or the connection ended): one ``poll`` with no timeout."""
+        if self.buf:
+            return True
+        poller = getattr(self._pollers, "poller", None)
+        if poller is None:
+            poller = self._pollers.poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
 
     def frames(self) -> list[Any]:
         """Every complete frame received so far (reads without blocking); a partial one stays buffered."""
@@ -84,17 +101,16 @@ class _Subscription:
                 break  # most likely all there is: spare the call that would say so
         out: list[Any] = []
         pos = 0
-        while True:
-            got = parse(self.buf, pos)
-            if got is None:
-                break
+        while (got := parse(self.buf, pos)) is not None:
             frame, pos = got
             out.append(frame)
         del self.buf[:pos]
         return out
 
     def ping(self) -> None:
-        self.sock.send(_PING)  # 14 bytes: fits any send buffer a live connection has
+        # 14 bytes fit any send buffer a live connection has; a part sent would garble the stream.
+        if self.sock.send(_PING) != len(_PING):
+            raise StoreError("a PING only partly sent")
 
     def close(self) -> None:
         self.link.close()
@@ -114,7 +130,9 @@ class _SocketFollower(_Follower):
         self._lock = threading.Lock()
         self._sub: _Subscription | None = None
         self._watchdog = _Watchdog(setup.ping_every, time.monotonic())
+        #: Buckets to re-read (the thread's to do), and those not yet re-read (checks ask Redis).
         self._rereads: dict[str, None] = {}
+        self._unsure: set[str] = set()
         self._failure: Exception | None = None
         # A check that leaves work for the thread (a re-read, a failure) wakes it through this pair.
         self._wake_in, self._wake_out = socket.socketpair()
@@ -130,8 +148,16 @@ class _SocketFollower(_Follower):
         # Locked: the thread is reading or applying, and may hold a message it took from the
         # socket but had to wait for the GIL to apply. Waiting on the lock hands it the GIL.
         if sub is not None and (sub.pending() or self._lock.locked()):
-            self._take_pending(sub)
+            self._take_pending()
         return self.ready.is_set()
+
+    def answer(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]] | None:
+        if not self.in_sync():
+            return None
+        unsure = self._unsure
+        if unsure and any(lookup.key in unsure for lookup in lookups):
+            return None  # heard of, not yet re-read: Redis knows better than the copy
+        return self.local.fetch_sync(lookups, now)
 
     def alive(self) -> bool:
         return not self._stop.is_set() and self.thread.is_alive()
@@ -144,22 +170,32 @@ class _SocketFollower(_Follower):
 
     # ---- shared by the checks and the thread -----------------------------------------------------
 
-    def _take_pending(self, sub: _Subscription) -> None:
-        """Read and apply what arrived on ``sub``; a failure puts the copy out of sync and wakes the thread."""
+    def _take_pending(self) -> None:
+        """A check: read and apply what arrived; a failure puts the copy out of sync and wakes the thread."""
         with self._lock:
-            if self._sub is not sub or self._failure is not None:
-                return  # replaced or failing: the thread is on it
+            sub = self._sub  # the current one, whichever the caller peeked at
+            if sub is None or self._failure is not None:
+                return  # between subscriptions, or failing: the thread is on it
             try:
-                rereads = self._rereads
-                for frame in sub.frames():
-                    self._frame(frame, rereads)
-            except Exception as exc:  # the thread reports it; a check just stops trusting the copy
-                self._failure = exc
+                self._read(sub)
+            except BaseException as exc:
+                # The thread reports it and resyncs; the check stops trusting the copy at once.
+                self._failure = exc if isinstance(exc, Exception) else StoreError(f"interrupted: {type(exc).__name__}")
                 self.ready.clear()
-            else:
-                if not rereads:
-                    return
-        self._wake()
+                self._wake()
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            if self._rereads:
+                self._wake()
+
+    def _read(self, sub: _Subscription) -> None:
+        """Apply every frame received on ``sub``; under the lock."""
+        rereads = self._rereads
+        for frame in sub.frames():
+            self._frame(frame, rereads)
+        if rereads:
+            self._unsure.update(rereads)
 
     def _frame(self, frame: Any, rereads: dict[str, None]) -> None:
         if isinstance(frame, ErrorReply):
@@ -194,30 +230,27 @@ class _SocketFollower(_Follower):
             self._wake_out.close()
 
     def _follow(self) -> None:
-        patience = 2 * self.setup.ping_every
         # Subscribe before copying, so no change between the two is missed.
-        link = connect(self._address, patience)
-        try:
-            sub = _Subscription(link, self.setup.channel)
-        except BaseException:
-            link.close()
-            raise
+        sub = _Subscription(connect(self._address, 2 * self.setup.ping_every), self.setup.channel)
         try:
             client = self._client_of()
             self._copy_all(client)
             with self._lock:
-                self._sub, self._failure, self._rereads = sub, None, {}
+                self._sub, self._failure, self._rereads, self._unsure = sub, None, {}, set()
                 self._watchdog = _Watchdog(self.setup.ping_every, time.monotonic())
             self._synced()
+            waiting = select.poll()
+            waiting.register(sub.sock, select.POLLIN)
+            waiting.register(self._wake_out, select.POLLIN)
+            wake = self._wake_out.fileno()
             while not self._stop.is_set():
-                readable, _, _ = select.select([sub.sock, self._wake_out], [], [], self._watchdog.wait)
-                if self._wake_out in readable:
+                events = waiting.poll(self._watchdog.wait * 1000)
+                if any(fd == wake for fd, _ in events):
                     self._drain_wakes()
                 with self._lock:
                     if self._failure is not None:
                         raise self._failure
-                    for frame in sub.frames():
-                        self._frame(frame, self._rereads)
+                    self._read(sub)
                     rereads, self._rereads = list(self._rereads), {}
                 if rereads:
                     self._reread(client, rereads)
@@ -249,7 +282,8 @@ class _SocketFollower(_Follower):
     def _reread(self, client: Any, keys: Sequence[str]) -> None:
         for chunk in _chunks(keys):
             replies = _hgetall_each(client.pipeline(transaction=False), chunk).execute()
-            now = time.time()
             # Merged, not replaced: a check may have applied a newer message to these buckets meanwhile.
             merged = [Write(key, tuple(fields.items())) for key, fields in zip(chunk, replies, strict=True)]
-            self.local.write_sync(merged, now)
+            self.local.write_sync(merged, time.time())
+            with self._lock:  # sure again, unless heard of again meanwhile (the next re-read's)
+                self._unsure.difference_update(k for k in chunk if k not in self._rereads)

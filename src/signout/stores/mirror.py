@@ -10,7 +10,7 @@ that bucket (the format and the rules: ``stores.follow``). While it is in sync,
 checks are answered from memory; until the first copy is done, and from the
 moment the subscription is lost until a fresh copy is done, checks go to
 Redis directly (and fail closed, as any Redis check does). A silently dead
-subscription is noticed within ``2 * ping_every`` seconds (no PONG).
+subscription is noticed within about ``3.5 * ping_every`` seconds (a PING unanswered for two).
 Revocations written by this instance are applied locally at once.
 
 There are two followers; one is live at a time, and it serves every caller:
@@ -136,8 +136,10 @@ class MirrorStore:
     def fetch_local(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]] | None:
         """The answer from memory while in sync (no I/O); ``None`` otherwise: ask ``fetch``."""
         follower = self._follower
-        if follower is not None and follower.in_sync():
-            return follower.local.fetch_sync(lookups, now)
+        if follower is not None:
+            rows = follower.answer(lookups, now)
+            if rows is not None:
+                return rows
         self.start_on_loop()
         return None
 
@@ -151,8 +153,10 @@ class MirrorStore:
 
     def fetch_sync(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
         follower = self._follower
-        if follower is not None and follower.in_sync():
-            return follower.local.fetch_sync(lookups, now)
+        if follower is not None:
+            rows = follower.answer(lookups, now)
+            if rows is not None:
+                return rows
         self.start()
         return self.redis.fetch_sync(lookups, now)
 
