@@ -348,11 +348,16 @@ class LagRow:
 
 
 def read_backs(port: int) -> int:
-    """``HGETALL``s sent by clients so far: INFO also counts the one each merge script runs itself."""
+    """``HGETALL``s sent by clients so far: INFO also counts the one each merge script run makes itself
+    (an ``EVALSHA`` refused with NOSCRIPT ran none: it counts as a failed call)."""
     with redis.Redis(port=port) as client:
         stats = client.info("commandstats")
-    calls = {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("hgetall", "eval", "evalsha")}
-    return calls["hgetall"] - calls["eval"] - calls["evalsha"]
+
+    def count(name: str, kind: str = "calls") -> int:
+        return int(stats.get(f"cmdstat_{name}", {}).get(kind, 0))
+
+    scripts = sum(count(name) - count(name, "failed_calls") for name in ("eval", "evalsha"))
+    return count("hgetall") - scripts
 
 
 async def lag_rows(port: int, follower: str, args: argparse.Namespace, timeout: float, budget: float) -> list[LagRow]:

@@ -14,6 +14,7 @@ from signout.core import Engine
 from signout.http import BadAuthorization, Request, bearer_token, cookies, deletion_cookie, origin_of, path_matches
 from signout.rules import revoked
 from signout.steps import Commit, Fetch, Pass, Respond, Step
+from signout.stores.memory import MemoryStore
 from signout.tokens import Source, Token
 
 from .conftest import ISS, NOW, SECRET
@@ -286,3 +287,72 @@ def test_every_header_signout_reads_is_in_read_headers() -> None:
     read |= set(re.findall(r'if k == b"([a-z-]+)"', source))
     assert read, "the pattern no longer finds the reads: update this test"
     assert read <= {name.decode() for name in http.READ_HEADERS}
+
+
+# ---- the quick path: only ever the same verdict as start ----------------------------------------
+
+
+def seen(e: Engine, req: Request) -> Step:
+    """``start`` on a request (a fresh token goes into the verified-claims cache)."""
+    step = e.start(req)
+    assert not isinstance(step, Fetch), "an in-memory store is asked inline, never through a Fetch"
+    return step
+
+
+LOGGED_OUT = token(sub="bob", sid="bob-s", jti="bob-j")
+
+QUICK_CASES: list[tuple[str, Request, bool]] = [
+    ("the usual request", request(headers=auth(token())), True),
+    ("lower-case scheme, more space", request(headers=[(b"authorization", f"bearer   {token()}".encode())]), True),
+    ("any method", request(method="DELETE", headers=auth(token())), True),
+    ("no token", request(), False),
+    ("basic auth", request(headers=[(b"authorization", b"Basic YTpi")]), False),
+    ("bearer without token", request(headers=[(b"authorization", b"Bearer")]), False),
+    ("two credentials", request(headers=[(b"authorization", f"Bearer {token()}, Basic YTpi".encode())]), False),
+    ("two headers", request(headers=auth(token()) + auth(token())), False),
+    ("logout", request("/auth/logout", "POST", auth(token())), False),
+    ("logout everywhere", request("/auth/logout-all", "POST", auth(token())), False),
+    ("OPTIONS on the logout path", request("/auth/logout", "OPTIONS", auth(token())), False),
+    ("under the refresh cookie's path", request("/auth/refresh", headers=auth(token())), False),
+    ("excluded", request("/health", headers=auth(token())), False),
+    ("expired", request(headers=auth(token(exp=int(NOW) - 120))), False),
+    ("not yet valid", request(headers=auth(token(nbf=int(NOW) + 120))), False),
+    ("issued in the future", request(headers=auth(token(iat=int(NOW) + 120))), False),
+    ("revoked", request(headers=auth(LOGGED_OUT)), False),
+    ("bad signature", request(headers=auth(token()[:-2] + "xx")), False),
+]
+
+
+@pytest.mark.parametrize(("name", "req", "taken"), QUICK_CASES, ids=[c[0] for c in QUICK_CASES])
+def test_quick_passes_only_what_start_passes_and_the_same_token(name: str, req: Request, taken: bool) -> None:
+    store = MemoryStore(warn=False)
+    e = Engine(build_settings(key=SECRET, clock=lambda: NOW, exclude_paths=["/health"]), fetch_local=store.fetch_local)
+    assert e.quick_ready
+    logout = e.start(request("/auth/logout", "POST", auth(LOGGED_OUT)))
+    assert isinstance(logout, Commit)
+    store.write_sync(logout.writes, logout.now)
+    for _ in range(2):  # the second time, everything start caches is cached
+        general = seen(e, req)
+        quick = e.quick(req.path, req.headers)
+        if quick is not None:
+            assert isinstance(general, Pass) and general.token is quick
+    assert (quick is not None) is taken  # taken where it should be (not dead code), and nowhere else
+
+
+def test_quick_is_not_ready_beside_an_access_cookie_or_without_an_in_memory_store() -> None:
+    store = MemoryStore(warn=False)
+    assert not engine().quick_ready  # no store answers from memory: every check is a Fetch
+    assert not Engine(build_settings(key=SECRET, access_cookie="at"), fetch_local=store.fetch_local).quick_ready
+
+
+def test_quick_judges_the_time_of_a_cached_token_on_every_request() -> None:
+    store = MemoryStore(warn=False)
+    clock = [NOW]
+    e = Engine(build_settings(key=SECRET, clock=lambda: clock[0]), fetch_local=store.fetch_local)
+    req = request(headers=auth(token(exp=int(NOW) + 60)))
+    assert isinstance(seen(e, req), Pass)
+    assert e.quick(req.path, req.headers) is not None  # cached and timely
+    clock[0] = NOW + 61 + e.settings.leeway
+    assert e.quick(req.path, req.headers) is None  # expired since: start says how
+    late = seen(e, req)
+    assert isinstance(late, Respond) and late.answer.status == 401

@@ -39,10 +39,18 @@ class SignOutMiddleware(Adapter):
         # A store whose reads end by store_timeout on their own needs no deadline around them.
         # (One that answers from memory is asked by the engine itself: see Engine._fetch.)
         self._reads_bounded: bool = getattr(self.store, "bounds_reads", False)
+        # The usual request, judged in one call (see Engine.quick); None: every request takes start.
+        self._quick = self.engine.quick if self.engine.quick_ready else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind != "http" and kind != "websocket":
+        if kind == "http" and self._quick is not None:
+            token = self._quick(scope.get("path", ""), scope.get("headers", ()))
+            if token is not None:
+                scope[CLAIMS_KEY] = token.app_claims()
+                await self.app(scope, receive, send)
+                return
+        elif kind != "http" and kind != "websocket":
             await self.app(scope, receive, self._closing(send) if kind == "lifespan" else send)
             return
         # Positional: keyword arguments make this call cost 2.5x (0.5 -> 1.3 us).
