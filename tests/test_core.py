@@ -319,6 +319,13 @@ QUICK_CASES: list[tuple[str, Request, bool]] = [
     ("not yet valid", request(headers=auth(token(nbf=int(NOW) + 120))), False),
     ("issued in the future", request(headers=auth(token(iat=int(NOW) + 120))), False),
     ("revoked", request(headers=auth(LOGGED_OUT)), False),
+    # carol logged out everywhere at NOW - 100: a token issued after the cutoff passes, and quickly
+    ("issued after its user's cutoff", request(headers=auth(token(sub="carol", sid="c2", jti="c2"))), True),
+    (
+        "issued before its user's cutoff",
+        request(headers=auth(token(sub="carol", sid="c1", jti="c1", iat=int(NOW) - 200))),
+        False,
+    ),
     ("bad signature", request(headers=auth(token()[:-2] + "xx")), False),
 ]
 
@@ -331,6 +338,12 @@ def test_quick_passes_only_what_start_passes_and_the_same_token(name: str, req: 
     logout = e.start(request("/auth/logout", "POST", auth(LOGGED_OUT)))
     assert isinstance(logout, Commit)
     store.write_sync(logout.writes, logout.now)
+    cutoff = Engine(build_settings(key=SECRET, clock=lambda: NOW - 100), fetch_local=store.fetch_local)
+    everywhere = cutoff.start(
+        request("/auth/logout-all", "POST", auth(token(sub="carol", sid="c0", jti="c0", iat=int(NOW) - 150)))
+    )
+    assert isinstance(everywhere, Commit)
+    store.write_sync(everywhere.writes, everywhere.now)
     for _ in range(2):  # the second time, everything start caches is cached
         general = seen(e, req)
         quick = e.quick(req.path, req.headers)
@@ -339,10 +352,23 @@ def test_quick_passes_only_what_start_passes_and_the_same_token(name: str, req: 
     assert (quick is not None) is taken  # taken where it should be (not dead code), and nowhere else
 
 
-def test_quick_is_not_ready_beside_an_access_cookie_or_without_an_in_memory_store() -> None:
+def test_quick_is_not_ready_beside_an_access_cookie_without_a_cache_or_an_in_memory_store() -> None:
     store = MemoryStore(warn=False)
     assert not engine().quick_ready  # no store answers from memory: every check is a Fetch
     assert not Engine(build_settings(key=SECRET, access_cookie="at"), fetch_local=store.fetch_local).quick_ready
+    assert not Engine(build_settings(key=SECRET, verified_cache_size=0), fetch_local=store.fetch_local).quick_ready
+    assert Engine(build_settings(key=SECRET), fetch_local=store.fetch_local).quick_ready
+
+
+def test_quick_refuses_a_lookup_worked_out_under_another_policy() -> None:
+    store = MemoryStore(warn=False)
+    e = Engine(build_settings(key=SECRET, clock=lambda: NOW), fetch_local=store.fetch_local)
+    req = request(headers=auth(token()))
+    assert isinstance(seen(e, req), Pass)
+    known = e.settings.verifier.cached(token(), NOW)
+    assert known is not None and known.memo is not None
+    known.memo = (object(), known.memo[1])  # as if another engine's policy had memoised it
+    assert e.quick(req.path, req.headers) is None
 
 
 def test_quick_judges_the_time_of_a_cached_token_on_every_request() -> None:

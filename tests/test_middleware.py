@@ -381,3 +381,30 @@ def test_lifespan_shutdown_closes_the_store(redis_url: str, make_token: TokenFac
         assert c.get("/me", headers=bearer(make_token())).status_code == 200
         assert len(store._per_loop) == 1
     assert len(store._per_loop) == 0
+
+
+def test_the_usual_request_is_judged_in_one_call_with_the_same_claims(
+    make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = RawApp()
+    middleware = SignOutMiddleware(raw, key=SECRET)  # the embedded store answers from memory
+    starts: list[str] = []
+    real_start = middleware.engine.start
+
+    def start(request: Any) -> Any:
+        starts.append(request.path)
+        return real_start(request)
+
+    monkeypatch.setattr(middleware.engine, "start", start)
+    c = TestClient(middleware, base_url="https://t")
+    token = make_token(roles=["admin"])
+    headers = {"Authorization": f"Bearer {token}"}
+    assert c.get("/me", headers=headers).status_code == 200  # first sight: verified the long way
+    assert c.get("/me", headers=headers).status_code == 200  # cached: judged in one call
+    assert starts == ["/me"]
+    first, second = (s["signout.claims"] for s in raw.scopes[-2:])
+    assert first == second and first["roles"] == ["admin"]
+    assert first is not second and first["roles"] is not second["roles"]  # each request its own copy
+    assert c.post("/auth/logout", headers=headers).status_code == 200
+    assert c.get("/me", headers=headers).status_code == 401  # revoked: the long way, which refuses it
+    assert starts == ["/me", "/auth/logout", "/me"]

@@ -191,3 +191,23 @@ def test_walkthrough_runs_against_redis(redis_url: str, root: Any) -> None:
         ["401", "ok"],
     ]
     assert "eyJ" not in result.stdout  # no token printed
+
+
+def test_an_acl_that_refuses_evalsha_gets_the_script_whole(
+    redis_server: RedisServer, redis_client: redis.Redis, make_token: TokenFactory
+) -> None:
+    redis_client.acl_setuser("no-evalsha", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                             commands=["+@all", "-evalsha"])  # fmt: skip
+    try:
+        url = f"redis://no-evalsha:pw@127.0.0.1:{redis_server.port}/0"
+        c = TestClient(SignOutMiddleware(starlette_app(), key=SECRET, redis_url=url), base_url="https://t")
+        redis_client.config_resetstat()
+        tokens = [make_token(sub=f"acl-{i}", sid=f"acl-s{i}", jti=f"acl-j{i}") for i in range(3)]
+        for token in tokens:
+            assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
+            assert c.get("/me", headers=bearer(token)).status_code == 401
+        stats = redis_client.info("commandstats")
+        assert stats["cmdstat_evalsha"]["rejected_calls"] == 1  # asked once; the text from then on
+        assert stats["cmdstat_eval"]["calls"] == 3
+    finally:
+        redis_client.acl_deluser("no-evalsha")

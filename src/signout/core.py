@@ -58,7 +58,7 @@ class Engine:
         self.audit = Auditor(settings.on_event)
         #: ``quick`` can decide requests here: a store that answers from memory, and no access
         #: cookie that could stand beside the header (tokens then come from the header alone).
-        self.quick_ready = fetch_local is not None and settings.access_cookie is None
+        self.quick_ready = fetch_local is not None and settings.access_cookie is None and settings.verifier.caches
         self._routes = frozenset(
             p for p in (settings.logout_path, settings.logout_all_path, settings.revoke_path) if p is not None
         )
@@ -125,12 +125,15 @@ class Engine:
         if memo is None or memo[0] is not self.policy:
             return None
         lookup = cast("Lookup | None", memo[1])
+        token = known.token(_HEADER)
         if lookup is not None:
             fetch = self.fetch_local
             rows = None if fetch is None else fetch((lookup,), now)
-            if rows is None or any(rows[0]):
+            # Something in the row (a user's cutoff it was issued after, an expired value) is
+            # judged here as _guard_one judges it; only a revoked token goes the long way.
+            if rows is None or (any(rows[0]) and rules.revoked_alone(token, lookup, rows[0], now)):
                 return None
-        return known.token(_HEADER)
+        return token
 
     # ---- shared pieces -------------------------------------------------
 

@@ -318,6 +318,11 @@ class Verifier:
             return ImmatureToken("Token was issued in the future")
         return None
 
+    @property
+    def caches(self) -> bool:
+        """Whether verified tokens are remembered at all (``verified_cache_size`` > 0)."""
+        return self._cache_size > 0
+
     def cached(self, raw: str, now: float) -> _Verified | None:
         """The cache entry of a token seen before and timely at ``now``; ``None`` for anything else.
 

@@ -30,7 +30,7 @@ import redis.asyncio.cluster
 import redis.cluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoPermissionError, NoScriptError
 from redis.retry import Retry
 
 from ..errors import ConfigError, StoreError
@@ -153,6 +153,8 @@ class RedisStore:
         self._given_loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncClient | None = None
         self._timeout = timeout
+        #: Logouts name the merge script by its digest, until an ACL refuses EVALSHA.
+        self._by_digest = True
         #: Where the lean reader connects; ``None`` when reads go through redis-py.
         self._address: Address | None = None
         self._sync_reader: SyncReader | None = None
@@ -300,10 +302,15 @@ class RedisStore:
     async def write(self, writes: Sequence[Write], now: float) -> None:
         try:
             client = self._client()
-            results = await _queue(client.pipeline(transaction=False), writes, now).execute(raise_on_error=False)
-            unknown = _not_cached(writes, results)
-            if unknown:  # a server that has not seen the script yet (a restart, a new node): send it whole
-                await _queue(client.pipeline(transaction=False), unknown, now, whole=True).execute()
+            pipe = client.pipeline(transaction=False)
+            if self._by_digest and not isinstance(pipe, _CLUSTER_PIPES):
+                results = await _queue(pipe, writes, now, whole=False).execute(raise_on_error=False)
+                writes = self._refused(writes, results)
+                if not writes:
+                    return
+                pipe = client.pipeline(transaction=False)
+            # Errors raise here, so redis-py's cluster pipelines still retry a failover.
+            await _queue(pipe, writes, now, whole=True).execute()
         except _FAILURES as exc:
             raise StoreError(f"redis write failed: {type(exc).__name__}") from exc
 
@@ -330,12 +337,34 @@ class RedisStore:
     def write_sync(self, writes: Sequence[Write], now: float) -> None:
         try:
             client = self.sync_client()
-            results = _queue(client.pipeline(transaction=False), writes, now).execute(raise_on_error=False)
-            unknown = _not_cached(writes, results)
-            if unknown:
-                _queue(client.pipeline(transaction=False), unknown, now, whole=True).execute()
+            pipe = client.pipeline(transaction=False)
+            if self._by_digest and not isinstance(pipe, _CLUSTER_PIPES):
+                results = _queue(pipe, writes, now, whole=False).execute(raise_on_error=False)
+                writes = self._refused(writes, results)
+                if not writes:
+                    return
+                pipe = client.pipeline(transaction=False)
+            _queue(pipe, writes, now, whole=True).execute()
         except _FAILURES as exc:
             raise StoreError(f"redis write failed: {type(exc).__name__}") from exc
+
+    def _refused(self, writes: Sequence[Write], results: Sequence[object]) -> list[Write]:
+        """The writes whose ``EVALSHA`` Redis refused, so did not run; raises any other error.
+
+        NOSCRIPT: this server has not seen the script yet (a restart, a new
+        replica promoted): sent whole, it is cached for the next one. NOPERM: an
+        ACL that allows ``EVAL`` but not ``EVALSHA``: whole from now on.
+        """
+        refused: list[Write] = []
+        for write, result in zip(writes, results, strict=True):
+            if isinstance(result, NoScriptError):
+                refused.append(write)
+            elif isinstance(result, NoPermissionError):
+                refused.append(write)
+                self._by_digest = False
+            elif isinstance(result, Exception):
+                raise result
+        return refused
 
     async def aclose(self) -> None:
         """Close this loop's connections that this store opened (not a client you passed in)."""
@@ -364,31 +393,20 @@ def changes_channel(prefix: str) -> str:
 _CLUSTER_PIPES = (redis.cluster.ClusterPipeline, aredis.cluster.ClusterPipeline)
 
 
-def _queue(pipe: Any, writes: Sequence[Write], now: float, *, whole: bool = False) -> Any:
+def _queue(pipe: Any, writes: Sequence[Write], now: float, *, whole: bool) -> Any:
     """``pipe`` with one merge script call per write: by its SHA1, or (``whole``) with its text.
 
     ``EVALSHA`` sends 40 bytes where ``EVAL`` sends the script's 2 KB and has
     Redis hash them again on every logout. redis-py's own ``Script`` objects
     would ask ``SCRIPT EXISTS`` before every pipeline: a round trip more.
+    redis-py's cluster pipelines refuse ``EVALSHA``: they get the text.
     """
-    whole = whole or isinstance(pipe, _CLUSTER_PIPES)  # redis-py's cluster pipelines refuse EVALSHA
     for w in writes:
         if whole:
             pipe.eval(MERGE_SCRIPT, 1, w.key, *_args(w, now))  # also caches it for the next EVALSHA
         else:
             pipe.evalsha(MERGE_SHA, 1, w.key, *_args(w, now))
     return pipe
-
-
-def _not_cached(writes: Sequence[Write], results: Sequence[object]) -> list[Write]:
-    """The writes Redis refused for not knowing the script (so did not run); raises any other error."""
-    unknown: list[Write] = []
-    for write, result in zip(writes, results, strict=True):
-        if isinstance(result, NoScriptError):
-            unknown.append(write)
-        elif isinstance(result, Exception):
-            raise result
-    return unknown
 
 
 def _args(write: Write, now: float) -> list[bytes | int | str]:
