@@ -32,7 +32,7 @@ There are two followers; one is live at a time, and it serves every caller:
 
 Revocation lag between two instances (``benchmarks/bench_store.py --parts
 lag``, p99, Redis pinned to its own CPU as on a host of its own): the task
-0.3-2.8 ms, the socket thread 0.3-1.7 ms, whether B's loop is idle, saturated
+0.3-2.8 ms, the socket thread 0.3-1.7 ms (three runs), whether B's loop is idle, saturated
 or has 32 requests in flight; before the checks read the socket, the thread
 took 677-1,341 ms saturated. With Redis sharing the 2 CPUs with the process,
 both tails reach 4-10 ms: a follower woken by the message preempts Redis
