@@ -90,8 +90,8 @@ class Engine:
         """The usual guarded request, judged without a ``Request`` or a step: the token to pass on.
 
         Usual: not one of signout's routes, an excluded path or under the
-        refresh cookie's path; one ``Authorization: Bearer`` credential whose
-        token is in the verified-claims cache and timely; its lookup worked out
+        refresh cookie's path; a Bearer token (read by ``bearer_token``, as
+        ``presented`` reads it) in the verified-claims cache and timely; its lookup worked out
         before, answered from memory, and nothing in its bucket row. Anything
         else is ``None``, and the caller asks ``start``, which judges the
         request from the beginning, as if this had not been asked: this only
@@ -106,19 +106,14 @@ class Engine:
                 return None
         if path_matches(path, s.refresh_cookie_path):
             return None
-        credential = None
-        for name, value in headers:
-            if name == b"authorization":
-                if credential is not None:
-                    return None
-                credential = value
-        if credential is None or b"," in credential:
+        try:
+            raw = bearer_token(headers)  # as presented() reads it, so both see the same token
+        except BadAuthorization:
             return None
-        parts = credential.split()
-        if len(parts) != 2 or parts[0].lower() != b"bearer":
+        if raw is None:
             return None
         now = s.clock()
-        known = s.verifier.cached(parts[1].decode("latin-1"), now)
+        known = s.verifier.cached(raw, now)
         if known is None:
             return None
         memo = known.memo
@@ -203,11 +198,6 @@ class Engine:
         lookup = rules.lookup_of(self.policy, token)
         if lookup is None:
             return Pass(token)
-        if self.fetch_local is not None:  # _fetch's fast path, without building a closure for it
-            rows = self.fetch_local((lookup,), now)
-            if rows is not None:
-                revoked = rules.revoked_alone(token, lookup, rows[0], now)
-                return self._revoked(request, [token]) if revoked else Pass(token)
 
         def judge(rows: Sequence[Row] | None) -> Step:
             if rows is None:
@@ -216,7 +206,7 @@ class Engine:
                 return self._revoked(request, [token])
             return Pass(token)
 
-        return Fetch(lookups=(lookup,), now=now, resume=judge)
+        return self._fetch((lookup,), now, judge)
 
     def _fetch(self, lookups: tuple[Lookup, ...], now: float, resume: Callable[[Sequence[Row] | None], Step]) -> Step:
         """Read the store: at once when it answers from memory, else through the adapter (a ``Fetch``)."""

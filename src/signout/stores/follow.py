@@ -163,6 +163,17 @@ class _Follower:
             # fields and sweeps expired buckets every 1024 calls, as for our own writes.
             self.local.write_sync((Write(key, fields),), time.time())
 
+    def _copy_sync(self, client: Any) -> None:
+        """The full copy, for the thread followers: ``SCAN`` every bucket, ``HGETALL`` a chunk at a time."""
+        self.local.clear()
+        cursor = 0
+        while True:
+            cursor, found = client.scan(cursor, match=self.setup.pattern, count=_SCAN_COUNT)
+            for chunk in _chunks([_text(k) for k in found]):
+                self._apply(chunk, _hgetall_each(client.pipeline(transaction=False), chunk).execute())
+            if not cursor:
+                return
+
     def _apply(self, keys: Sequence[str], replies: Sequence[dict[bytes, bytes]]) -> None:
         now = time.time()
         for key, fields in zip(keys, replies, strict=True):

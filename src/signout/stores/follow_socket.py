@@ -38,7 +38,7 @@ from typing import Any
 from ..errors import StoreError
 from ..layout import Lookup, Write
 from .base import Value
-from .follow import _SCAN_COUNT, _chunks, _Follower, _hgetall_each, _Setup, _text, _Watchdog
+from .follow import _chunks, _Follower, _hgetall_each, _Setup, _Watchdog
 from .reader_sync import _Link, connect
 from .resp import Address, ErrorReply, ProtocolError, encode, parse
 
@@ -234,7 +234,7 @@ class _SocketFollower(_Follower):
         sub = _Subscription(connect(self._address, 2 * self.setup.ping_every), self.setup.channel)
         try:
             client = self._client_of()
-            self._copy_all(client)
+            self._copy_sync(client)
             with self._lock:
                 self._sub, self._failure, self._rereads, self._unsure = sub, None, {}, set()
                 self._watchdog = _Watchdog(self.setup.ping_every, time.monotonic())
@@ -268,16 +268,6 @@ class _SocketFollower(_Follower):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
-
-    def _copy_all(self, client: Any) -> None:
-        self.local.clear()
-        cursor = 0
-        while True:
-            cursor, found = client.scan(cursor, match=self.setup.pattern, count=_SCAN_COUNT)
-            for chunk in _chunks([_text(k) for k in found]):
-                self._apply(chunk, _hgetall_each(client.pipeline(transaction=False), chunk).execute())
-            if not cursor:
-                return
 
     def _reread(self, client: Any, keys: Sequence[str]) -> None:
         for chunk in _chunks(keys):

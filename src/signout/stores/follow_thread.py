@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.client
 
-from .follow import _BURST, _SCAN_COUNT, _check_renewal, _chunks, _Follower, _hgetall_each, _Setup, _text, _Watchdog
+from .follow import _BURST, _check_renewal, _chunks, _Follower, _hgetall_each, _Setup, _Watchdog
 
 
 class _ThreadFollower(_Follower):
@@ -46,7 +46,7 @@ class _ThreadFollower(_Follower):
             # Subscribe before copying, so no change between the two is missed.
             pubsub.subscribe(self.setup.channel)
             seen = pubsub.connects
-            self._copy_all(client)
+            self._copy_sync(client)
             self._synced()
             watchdog = _Watchdog(self.setup.ping_every, time.monotonic())
             rereads: dict[str, None] = {}
@@ -72,15 +72,6 @@ class _ThreadFollower(_Follower):
                 break  # heard when idle: re-read it now; or enough for one burst
             message = pubsub.get_message(timeout=0)
         return rereads
-
-    def _copy_all(self, client: Any) -> None:
-        self.local.clear()
-        cursor = 0
-        while True:
-            cursor, found = client.scan(cursor, match=self.setup.pattern, count=_SCAN_COUNT)
-            self._refresh(client, [_text(k) for k in found])
-            if not cursor:
-                return
 
     def _refresh(self, client: Any, keys: Sequence[str]) -> None:
         for chunk in _chunks(keys):
