@@ -140,6 +140,8 @@ class MirrorStore:
             rows = follower.answer(lookups, now)
             if rows is not None:
                 return rows
+            if follower.alive():  # resyncing: nothing to start (and no lock taken on every request)
+                return None
         self.start_on_loop()
         return None
 
@@ -157,7 +159,8 @@ class MirrorStore:
             rows = follower.answer(lookups, now)
             if rows is not None:
                 return rows
-        self.start()
+        if follower is None or not follower.alive():
+            self.start()
         return self.redis.fetch_sync(lookups, now)
 
     def write_sync(self, writes: Sequence[Write], now: float) -> None:
