@@ -87,7 +87,7 @@ def test_editing_nested_claims_does_not_edit_the_cache() -> None:
     import jwt
 
     verifier = build_settings(key=SECRET, clock=lambda: NOW).verifier
-    claims = {"sub": "a", "roles": ["user"], "org": {"teams": ["x"]}, "exp": int(NOW) + 60}
+    claims = {"sub": "a", "jti": "j", "roles": ["user"], "org": {"teams": ["x"]}, "exp": int(NOW) + 60}
     token = jwt.encode(claims, SECRET, algorithm="HS256")
     given = verifier.verify(token, Source.HEADER, NOW).app_claims()  # what the app gets
     given["roles"].append("admin")

@@ -114,8 +114,15 @@ def test_audience_and_issuer_are_checked_when_set() -> None:
         v.verify(hs(good(iss="https://evil.test", aud="api")), Source.HEADER, NOW)
 
 
-def test_audience_is_not_checked_when_unset() -> None:
-    assert verifier().verify(hs(good(aud="anything")), Source.HEADER, NOW).jti == "j"
+def test_a_token_naming_an_audience_is_refused_when_none_is_configured() -> None:
+    # RFC 7519 4.1.3, as PyJWT: a token minted for another service is not one of ours.
+    with pytest.raises(InvalidClaim, match="aud"):
+        verifier().verify(hs(good(aud="anything")), Source.HEADER, NOW)
+
+
+@pytest.mark.parametrize("aud", [None, "", []])
+def test_an_empty_audience_names_none_and_passes_as_pyjwt_lets_it(aud: object) -> None:
+    assert verifier().verify(hs(good(aud=aud)), Source.HEADER, NOW).jti == "j"
 
 
 def test_hs256_signed_with_the_rsa_public_key_is_refused() -> None:

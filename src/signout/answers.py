@@ -38,6 +38,25 @@ class Answers:
             retry,
         )
         self.logged_out = answer(200, {"message": "Logged out successfully"}, *logout)
+        self.logged_out_unrevoked = answer(
+            200,
+            {
+                "message": (
+                    "Cookies were cleared, but the token carries neither jti nor sid: "
+                    "nothing could revoke it, and it stays valid until it expires"
+                ),
+                "revoked": False,
+            },
+            *logout,
+        )
+        self.logout_too_large = answer(
+            413,
+            {
+                "error": "invalid_request",
+                "message": "Request body too large: cookies were cleared, but nothing was revoked",
+            },
+            *logout,
+        )
         self.logged_out_everywhere = answer(200, {"message": "Successfully logged out from SSO session"}, *logout)
         self.not_recorded = answer(
             503,
@@ -63,7 +82,11 @@ class Answers:
         # Mubarokah's /api/logout-sso answer for a bad or revoked token.
         self.unauthenticated = answer(401, {"message": "Unauthenticated."}, challenge(None))
         self.no_subject = answer(
-            400, {"error": "invalid_request", "message": "Token has no subject; cannot log out everywhere"}
+            400,
+            {
+                "error": "invalid_request",
+                "message": f"Token has no '{s.user_claim}' claim naming its user; cannot log out everywhere",
+            },
         )
         self.cross_site = answer(
             403, {"error": "cross_site_request", "message": "Cross-site logout refused; log out from the app itself"}
@@ -78,6 +101,18 @@ class Answers:
             405, {"error": "invalid_request", "error_description": "Use POST"}, (b"allow", b"POST")
         )
         self.too_large = answer(413, {"error": "invalid_request", "error_description": "Request body too large"})
+        self.unreadable_body = answer(
+            415,
+            {
+                "error": "invalid_request",
+                "error_description": "Send the refresh token in a JSON object or a form (multipart is not read)",
+            },
+        )
+        self.reused = answer(
+            401,
+            {"error": "invalid_token", "message": "Refresh token was already used; its login has been revoked"},
+            challenge("Refresh token was already used"),
+        )
         self.revoke_unavailable = answer(
             503,
             {"error": "temporarily_unavailable", "error_description": "The revocation was not recorded; try again"},

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .errors import StoreError
 from .http import Answer, Request
 from .options import Options
-from .steps import Fetch, Pass, Read, Respond, Step
+from .steps import Claim, Fetch, Pass, Read, Respond, Step
 from .stores.base import AsyncStore
 from .wiring import CLAIMS_KEY, Adapter
 
@@ -63,11 +64,16 @@ class SignOutMiddleware(Adapter):
             scope.get("client"),
         )
         step = self.engine.start(request)
+        held: list[Message] = []  # what a Read took from receive, to hand the app unchanged
         if type(step) is not Pass and type(step) is not Respond:
-            step = await self._drive(step, receive)
+            step = await self._drive(step, receive, held)
         if type(step) is Pass:
             if step.token is not None:
                 scope[CLAIMS_KEY] = step.token.app_claims()
+            if held:
+                receive = _replay(held, receive)
+            if step.after is not None:
+                send = self._after(step.after, send)
             await self.app(scope, receive, send)
         elif kind == "http":
             await _send_http(cast(Respond, step).answer, send)
@@ -90,23 +96,45 @@ class SignOutMiddleware(Adapter):
         if closer is not None:
             await closer()
 
-    async def _drive(self, step: Step, receive: Receive) -> Pass | Respond:
-        """Do the I/O each step asks for; every decision is the engine's."""
+    async def _drive(self, step: Step, receive: Receive | None, held: list[Message]) -> Pass | Respond:
+        """Do the I/O each step asks for; every decision is the engine's. ``held``: what a Read received."""
         while not isinstance(step, (Pass, Respond)):
             if isinstance(step, Read):
-                step = step.resume(await _read_body(receive, step.limit))
+                assert receive is not None  # the engine reads bodies only while judging a request
+                step = step.resume(await _read_body(receive, step.limit, held))
                 continue
             pending = step
             try:
                 if isinstance(step, Fetch):
                     call = self.store.fetch(step.lookups, step.now)
                     step = step.resume(await (call if self._reads_bounded else _bounded(call, self._timeout)))
+                elif isinstance(step, Claim):
+                    step = step.resume(await _bounded(self.claim(step.write, step.now), self._timeout), False)
                 else:
                     await _bounded(self.store.write(step.writes, step.now), self._timeout)
                     step = step.resume(True)
             except (StoreError, asyncio.TimeoutError) as exc:
                 step = self.failed(pending, exc)
         return step
+
+    def _after(self, after: Callable[[], Step], send: Send) -> Send:
+        """``send`` that, when the app answers with a 2xx, drives ``after`` first, and sends
+        the answer it ends in instead of the app's (refresh rotation: only on refresh requests)."""
+        replaced = False
+
+        async def sending(message: Message) -> None:
+            nonlocal replaced
+            if replaced:  # the rest of an answer we replaced
+                return
+            if message["type"] == "http.response.start" and 200 <= message.get("status", 0) < 300:
+                step = await self._drive(after(), None, [])
+                if isinstance(step, Respond):
+                    replaced = True
+                    await _send_http(step.answer, send)
+                    return
+            await send(message)
+
+        return sending
 
 
 T = TypeVar("T")
@@ -121,12 +149,14 @@ async def _bounded(call: Awaitable[T], seconds: float) -> T:
     return await asyncio.wait_for(call, seconds)  # pragma: no cover - Python 3.10
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body, or ``None`` once it passes ``limit`` (read no further)."""
+async def _read_body(receive: Receive, limit: int, held: list[Message]) -> bytes | None:
+    """The request body, or ``None`` once it passes ``limit`` (read no further); every message
+    received is kept in ``held``, so the app can be handed them as they came (``_replay``)."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
+        held.append(message)
         if message["type"] != "http.request":  # http.disconnect
             return b"".join(chunks)
         chunk = message.get("body", b"")
@@ -136,6 +166,18 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _replay(held: list[Message], receive: Receive) -> Receive:
+    """``receive`` that first hands back what signout read, message by message, then the rest."""
+    queue = deque(held)
+
+    async def replay() -> Message:
+        if queue:
+            return queue.popleft()
+        return await receive()
+
+    return replay
 
 
 async def _send_http(answer: Answer, send: Send) -> None:

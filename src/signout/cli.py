@@ -162,7 +162,9 @@ def _check(args: argparse.Namespace) -> int:
         print("  (no sub, sid or jti: nothing can revoke this token before it expires)")
     for name in ("iss", "sub", "sid", "jti"):
         value = getattr(token, name)
-        print(f"  {name}  {value!r}" if value else f"  {name}  -")
+        label = f"{name} ({args.user_claim})" if name == "sub" and args.user_claim != "sub" else name
+        print(f"  {label}  {value!r}" if value else f"  {label}  -")
+    print(f"  kind  {token.kind}")
     for name, when in (("iat", token.iat), ("exp", token.exp)):
         print(f"  {name}  {_time(when)} ({token.claims.get(name)})" if when is not None else f"  {name}  -")
     return REVOKED if revoked else OK
@@ -211,7 +213,16 @@ def _revoker(args: argparse.Namespace, *, key: object = None) -> tuple[Revoker, 
         "max_token_lifetime": args.max_token_lifetime,
     }
     if key is not None:
-        options.update(key=key, algorithms=args.algorithm or ["HS256"], issuer=args.issuer, audience=args.audience)
+        options.update(
+            key=key,
+            algorithms=args.algorithm or ["HS256"],
+            issuer=args.issuer,
+            audience=args.audience,
+            user_claim=args.user_claim,
+            # The CLI looks at any token the middleware could have let through, and says
+            # itself when one carries neither jti nor sid (revoke-token, check).
+            require_revocable=False,
+        )
     return Revoker(store=store, **options), store
 
 
@@ -314,6 +325,12 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--algorithm", action="append", metavar="ALG", help="allowed, repeatable (default: HS256)")
     group.add_argument("--issuer", action="append", metavar="ISS", help="required iss, repeatable")
     group.add_argument("--audience", action="append", metavar="AUD", help="required aud, repeatable")
+    group.add_argument(
+        "--user-claim",
+        default="sub",
+        metavar="CLAIM",
+        help="the middleware's user_claim: the claim naming the user (default: %(default)s)",
+    )
 
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(

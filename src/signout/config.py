@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from .audit import Sink
 from .csrf import parse_trusted
 from .errors import ConfigError
-from .http import deletion_cookie
+from .http import deletion_cookie, path_matches
 from .http import origin_of as _origin
 from .keys import parse_algorithms, parse_keys
 from .tokens import Verifier
@@ -32,6 +32,10 @@ _CLEAR_SITE_DATA = frozenset(
     {"cache", "cookies", "storage", "executionContexts", "clientHints", "prefetchCache", "prerenderCache", "*"}
 )
 _DEFAULT_LIFETIME = timedelta(days=30)
+# Seconds a rotated-out refresh token may come back without counting as reuse: two tabs
+# refreshing at once, a retry after a lost answer. README "Refresh rotation" says why 10.
+DEFAULT_REUSE_GRACE = 10
+_CLAIM = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,12 @@ class Settings:
     max_token_lifetime: int
     leeway: int
     clock: Clock
+    check_token_type: bool
+    user_claim: str
+    refresh_paths: frozenset[str]
+    refresh_body_fields: tuple[str, ...]
+    refresh_rotation: bool
+    refresh_reuse_grace: float
     # Precomputed deletion Set-Cookie values.
     delete_refresh: bytes
     delete_access: bytes | None
@@ -138,6 +148,29 @@ def _clients(value: object) -> dict[str, bytes]:
     return out
 
 
+def _names(kwarg: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError(kwarg, "must be a list of field names such as ['refresh']")
+    names = tuple(value)
+    if not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(kwarg, "must be a list of non-empty field names")
+    return names
+
+
+def _refresh_paths(value: object, excluded: tuple[str, ...], routes: tuple[str | None, ...]) -> frozenset[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError("refresh_paths", "must be a list of exact paths such as ['/api/token/refresh/']")
+    paths = frozenset(_path("refresh_paths", p, optional=False) or "/" for p in value)
+    for path in sorted(paths):
+        if path in routes:
+            raise ConfigError("refresh_paths", f"{path!r} is one of signout's own routes")
+        under = next((prefix for prefix in excluded if path_matches(path, prefix)), None)
+        if under is not None:
+            # The guard never looks at an excluded path, so its refresh tokens would go unchecked.
+            raise ConfigError("refresh_paths", f"{path!r} is under exclude_paths {under!r}")
+    return paths
+
+
 def build_settings(
     *,
     key: object,
@@ -171,6 +204,14 @@ def build_settings(
     on_event: Sink | None = None,
     verified_cache_size: int = 4096,
     clock: Clock | None = None,
+    check_token_type: bool = True,
+    user_claim: str = "sub",
+    require_revocable: bool = True,
+    refresh_paths: Iterable[str] = (),
+    refresh_body_fields: Iterable[str] = ("refresh", "refresh_token"),
+    refresh_rotation: bool = False,
+    refresh_reuse_grace: float | timedelta = DEFAULT_REUSE_GRACE,
+    max_token_bytes: int = 16384,
 ) -> Settings:
     """Validate every kwarg; raise ``ConfigError`` naming the first bad one."""
     algs = parse_algorithms(algorithms)
@@ -253,6 +294,28 @@ def build_settings(
         raise ConfigError("verified_cache_size", "must be a whole number >= 0 (0 disables the cache)")
     if clock is not None and not callable(clock):
         raise ConfigError("clock", "must be a callable returning seconds since the epoch")
+    for flag, value in (
+        ("check_token_type", check_token_type),
+        ("require_revocable", require_revocable),
+        ("refresh_rotation", refresh_rotation),
+    ):
+        if not isinstance(value, bool):
+            raise ConfigError(flag, "must be True or False")
+    if not isinstance(user_claim, str) or not _CLAIM.match(user_claim):
+        raise ConfigError("user_claim", f"must be a claim name such as 'sub' or 'user_id', not {user_claim!r}")
+    refresh = _refresh_paths(refresh_paths, excluded, (logout, logout_all, revoke))
+    fields = _names("refresh_body_fields", refresh_body_fields)
+    if refresh and not fields:
+        raise ConfigError("refresh_body_fields", "names no field, so refresh_paths would never find a token")
+    grace = _seconds("refresh_reuse_grace", refresh_reuse_grace, minimum=0)
+    if grace > 300:
+        raise ConfigError("refresh_reuse_grace", "must be at most 300 seconds: within it a stolen token is not noticed")
+    if (
+        isinstance(max_token_bytes, bool)
+        or not isinstance(max_token_bytes, int)
+        or not 256 <= max_token_bytes <= 1 << 20
+    ):
+        raise ConfigError("max_token_bytes", "must be a whole number of bytes from 256 to 1048576")
     verifier = Verifier(
         keys=keys,
         algorithms=algs,
@@ -262,6 +325,9 @@ def build_settings(
         max_lifetime=lifetime,
         required=required,
         cache_size=verified_cache_size,
+        max_token_chars=max_token_bytes,
+        user_claim=user_claim,
+        require_revocable=require_revocable,
     )
     cookie: dict[str, Any] = {"domain": cookie_domain, "secure": cookie_secure, "samesite": samesite}
     return Settings(
@@ -288,6 +354,12 @@ def build_settings(
         max_token_lifetime=lifetime,
         leeway=leeway_s,
         clock=clock or time.time,
+        check_token_type=check_token_type,
+        user_claim=user_claim,
+        refresh_paths=refresh,
+        refresh_body_fields=fields,
+        refresh_rotation=refresh_rotation,
+        refresh_reuse_grace=grace,
         delete_refresh=deletion_cookie(refresh_name, path=refresh_path, **cookie),
         delete_access=None if access_name is None else deletion_cookie(access_name, path=access_path, **cookie),
     )

@@ -14,13 +14,14 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from . import rules
+from . import kinds, rules
 from .answers import Answers
 from .audit import AuditEvent, Auditor, ids
+from .bodies import UnreadableBody, carries_fields, refresh_tokens
 from .config import Settings
 from .csrf import cross_site
 from .endpoint import revocation_endpoint
-from .errors import MalformedToken, TokenError
+from .errors import InvalidClaim, MalformedToken, TokenError, WrongTokenKind
 from .http import (
     Answer,
     BadAuthorization,
@@ -34,15 +35,23 @@ from .http import (
     query_param,
 )
 from .layout import Lookup, Write
-from .steps import Commit, Fetch, Pass, Respond, Row, Step
+from .steps import Claim, Commit, Fetch, Pass, Read, Respond, Row, Step
 from .tokens import Source, Token
 
 log = logging.getLogger("signout")
 
 _PASS = Pass()
 LocalFetch = Callable[[tuple[Lookup, ...], float], "Sequence[Row] | None"]
-_SOURCE_ORDER = {Source.HEADER: 0, Source.ACCESS_COOKIE: 1, Source.REFRESH_COOKIE: 2}
+_SOURCE_ORDER = {Source.HEADER: 0, Source.ACCESS_COOKIE: 1, Source.REFRESH_COOKIE: 2, Source.REFRESH_BODY: 3}
 _HEADER = Source.HEADER  # an Enum member read off its class costs a lookup through the metaclass
+# The kinds each source accepts with check_token_type (SPEC section 8).
+_WANTED = {
+    Source.HEADER: kinds.AS_ACCESS,
+    Source.ACCESS_COOKIE: kinds.AS_ACCESS,
+    Source.REFRESH_COOKIE: kinds.AS_REFRESH,
+    Source.REFRESH_BODY: kinds.AS_REFRESH,
+}
+_AS_ACCESS = kinds.AS_ACCESS
 
 
 class Engine:
@@ -59,8 +68,14 @@ class Engine:
         #: ``quick`` can decide requests here: a store that answers from memory, and no access
         #: cookie that could stand beside the header (tokens then come from the header alone).
         self.quick_ready = fetch_local is not None and settings.access_cookie is None and settings.verifier.caches
-        self._routes = frozenset(
-            p for p in (settings.logout_path, settings.logout_all_path, settings.revoke_path) if p is not None
+        self._check_kinds = settings.check_token_type
+        self._rotating = settings.refresh_rotation
+        # Paths quick never judges: signout's routes, and refresh paths (their bodies are read).
+        self._routes = (
+            frozenset(
+                p for p in (settings.logout_path, settings.logout_all_path, settings.revoke_path) if p is not None
+            )
+            | settings.refresh_paths
         )
 
     # ---- routing -------------------------------------------------------
@@ -114,7 +129,7 @@ class Engine:
             return None
         now = s.clock()
         known = s.verifier.cached(raw, now)
-        if known is None:
+        if known is None or (self._check_kinds and known.kind not in _AS_ACCESS):
             return None
         memo = known.memo
         if memo is None or memo[0] is not self.policy:
@@ -160,22 +175,58 @@ class Engine:
         presented, bad_header = self.presented(request, all_cookies=False)
         if bad_header and s.on_invalid_token == "reject":
             return self._reject(request, MalformedToken("Authorization header is malformed"), Source.HEADER)
+        if request.path in s.refresh_paths and request.kind == "http":
+            # simplejwt's clients send the refresh token in the body: read it (the
+            # adapter hands the app the same bytes), then judge it beside the rest.
+            return Read(limit=s.max_body_bytes, resume=lambda body: self._guard_body(request, presented, body))
         if not presented:
             return _PASS
         now = s.clock()
-        if len(presented) == 1:
+        if len(presented) == 1 and not (self._rotating and presented[0][0] is Source.REFRESH_COOKIE):
             return self._guard_one(request, *presented[0], now)
+        return self._guard_many(request, presented, now)
+
+    def _guard_body(self, request: Request, presented: list[tuple[Source, str]], body: bytes | None) -> Step:
+        s = self.settings
+        if body is None:
+            self.event(request, "rejected", "invalid_request", reason="refresh body too large")
+            return Respond(self.answers.too_large)
+        try:
+            found = refresh_tokens(request.headers, body, s.refresh_body_fields)
+        except UnreadableBody:
+            self.event(request, "rejected", "invalid_request", reason="refresh body not JSON or a form")
+            return Respond(self.answers.unreadable_body)
+        presented = presented + [(Source.REFRESH_BODY, raw) for raw in found]
+        if not presented:
+            return _PASS
+        return self._guard_many(request, presented, s.clock())
+
+    def _verify(self, raw: str, source: Source, now: float) -> Token:
+        """Verify a token presented by the guard from ``source``: its signature, claims and kind."""
+        token = self.settings.verifier.verify(raw, source, now)
+        if self._check_kinds:
+            refusal = kinds.refusal(token.kind, _WANTED[source])
+            if refusal is not None:
+                raise WrongTokenKind(refusal)
+        if self._rotating and token.jti is None and source in rules.REFRESH_SOURCES:
+            raise InvalidClaim("jti", "is missing, and refresh_rotation needs it to notice a reused refresh token")
+        return token
+
+    def _guard_many(self, request: Request, presented: list[tuple[Source, str]], now: float) -> Step:
+        """The guard for several tokens, or for refresh tokens whose use is recorded (``refresh_rotation``)."""
+        s = self.settings
         tokens: list[Token] = []
         for source, raw in presented:
             try:
-                tokens.append(s.verifier.verify(raw, source, now))
+                tokens.append(self._verify(raw, source, now))
             except TokenError as error:
                 if s.on_invalid_token == "reject":
                     return self._reject(request, error, source)
         if not tokens:
             return _PASS
         tokens.sort(key=lambda t: _SOURCE_ORDER[t.source])
-        found, owners = rules.lookups(self.policy, tokens)
+        rotation = self._rotating and any(t.source in rules.REFRESH_SOURCES for t in tokens)
+        found, owners = rules.lookups(self.policy, tokens, rotation=rotation)
         if not found:
             return Pass(tokens[0])
 
@@ -183,16 +234,22 @@ class Engine:
             if rows is None:
                 return self._store_failed(request, tokens[0])
             verdicts = rules.judge(tokens, found, owners, rows, now)
-            if not any(verdicts):
+            if any(verdicts):
+                return self._revoked(request, [t for t, v in zip(tokens, verdicts, strict=True) if v])
+            if not rotation:
                 return Pass(tokens[0])
-            return self._revoked(request, [t for t, v in zip(tokens, verdicts, strict=True) if v])
+            for token, first in zip(tokens, rules.first_uses(tokens, found, owners, rows), strict=True):
+                if token.source in rules.REFRESH_SOURCES and first is not None and self._reused(now - first):
+                    return self._reuse(request, token, now)
+            refresh = [t for t in tokens if t.source in rules.REFRESH_SOURCES]
+            return Pass(tokens[0], after=lambda: self._mark_used(request, refresh))
 
         return self._fetch(found, now, judge)
 
     def _guard_one(self, request: Request, source: Source, raw: str, now: float) -> Step:
         """The guard for the usual request: one token (a reused one derives nothing anew)."""
         try:
-            token = self.settings.verifier.verify(raw, source, now)
+            token = self._verify(raw, source, now)
         except TokenError as error:
             return self._reject(request, error, source) if self.settings.on_invalid_token == "reject" else _PASS
         lookup = rules.lookup_of(self.policy, token)
@@ -215,6 +272,48 @@ class Engine:
             if rows is not None:
                 return resume(rows)
         return Fetch(lookups=lookups, now=now, resume=resume)
+
+    # ---- refresh rotation (RFC 9700 section 4.14.2) -------------------------
+
+    def _reused(self, elapsed: float) -> bool:
+        """Whether a refresh token used ``elapsed`` seconds ago is reused now (0: any second use)."""
+        grace = self.settings.refresh_reuse_grace
+        return elapsed > grace or grace == 0
+
+    def _mark_used(self, request: Request, pending: list[Token]) -> Step:
+        """Record each refresh token's first use, once the app has accepted it (a 2xx).
+
+        A claim, atomic in the store: when two instances let the same token through
+        at once, the one that records second learns the first use, and past the
+        grace its answer is replaced by the reuse answer.
+        """
+        if not pending:
+            return _PASS
+        token, rest = pending[0], pending[1:]
+        now = self.settings.clock()
+
+        def claimed(held: bytes | str | None, failed: bool) -> Step:
+            if failed:
+                log.error("signout: a refresh token's use was NOT recorded; its reuse will go unnoticed")
+                self.event(request, "refresh", "store_error", token)
+                return _PASS if self.settings.on_store_error == "allow" else Respond(self.answers.unavailable)
+            first = rules.used_at(held)
+            if first is not None and self._reused(now - first):
+                return self._reuse(request, token, now)
+            return self._mark_used(request, rest)
+
+        return Claim(rules.claim_use(self.policy, token, now), now, claimed)
+
+    def _reuse(self, request: Request, token: Token, now: float) -> Step:
+        """A rotated-out refresh token came back: revoke its whole login, refuse the request."""
+
+        def done(ok: bool) -> Step:
+            self.event(request, "refresh_reuse", "revoked" if ok else "store_error", token)
+            if not ok:
+                return Respond(self.answers.unavailable)
+            return Respond(self.answers.clearing(self.answers.reused, {token.source}))
+
+        return Commit(writes=rules.login_writes(self.policy, token, now), now=now, resume=done)
 
     def _store_failed(self, request: Request, token: Token) -> Step:
         if self.settings.on_store_error == "allow":
@@ -248,18 +347,48 @@ class Engine:
             final = (
                 a.redirect(targets[0]) if len(targets) == 1 and self._redirect_allowed(targets[0]) else a.bad_redirect
             )
-        now = s.clock()
+        if everywhere:
+            now = s.clock()
+            return self._everywhere(request, self._revocable(presented, now), final, now)
+
+        def with_body(body: bytes | None) -> Step:
+            if body is None:
+                # A refresh token may be in what was not read: say nothing was revoked.
+                self.event(request, name, "nothing_revoked", reason="body too large")
+                return Respond(a.logout_too_large)
+            try:
+                found = refresh_tokens(request.headers, body, s.refresh_body_fields)
+            except UnreadableBody:
+                found = []
+            now = s.clock()
+            tokens = self._revocable(presented + [(Source.REFRESH_BODY, raw) for raw in found], now)
+            answer = final
+            if any(t.jti is None and t.sid is None for t in tokens):
+                # Only with require_revocable=False: nothing can end this token before exp.
+                log.warning("signout: logged out a token with neither jti nor sid; it stays valid until it expires")
+                answer = a.logged_out_unrevoked if final is a.logged_out else final
+            return self._commit(request, name, tokens, rules.token_writes(self.policy, tokens, now), answer, now)
+
+        # simplejwt's clients post {"refresh": ...} to log out: that token dies too. Bodies of
+        # other types (a browser's empty POST) are not read: nothing there names a token.
+        if carries_fields(request.headers):
+            return Read(limit=s.max_body_bytes, resume=with_body)
+        return with_body(b"")
+
+    def _revocable(self, presented: list[tuple[Source, str]], now: float) -> list[Token]:
+        """The presented tokens a logout acts on: those that verify, and are not ID or logout tokens."""
+        verifier = self.settings.verifier
         tokens: list[Token] = []
         for source, raw in presented:
             try:
-                tokens.append(s.verifier.verify(raw, source, now))
+                token = verifier.verify(raw, source, now)
             except TokenError:
                 # Nothing is revoked on the word of an unverified token (SPEC section 6);
                 # a local logout still clears the cookies: it never fails for the user.
                 continue
-        if everywhere:
-            return self._everywhere(request, tokens, final, now)
-        return self._commit(request, name, tokens, rules.token_writes(self.policy, tokens, now), final, now)
+            if not self._check_kinds or token.kind in kinds.REVOCABLE:
+                tokens.append(token)
+        return tokens
 
     def _commit(
         self, request: Request, name: str, tokens: Sequence[Token], writes: tuple[Write, ...], final: Answer, now: float

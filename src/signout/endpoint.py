@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING
 
-from . import rules
+from . import kinds, rules
 from .errors import TokenError
 from .http import Request, basic_credentials, content_type, form, query_param
 from .layout import Write
@@ -101,6 +101,15 @@ def _revoke(engine: Engine, request: Request, client_id: str, raw: str, scope: s
     if isinstance(owner, str) and owner != client_id:
         engine.event(request, "revocation", "refused", token, client_id=client_id, reason="token of another client")
         return Respond(a.bad_revoke_request("the token was issued to another client", "unauthorized_client"))
+    if s.check_token_type and token.kind not in kinds.REVOCABLE:
+        engine.event(request, "revocation", "refused", token, client_id=client_id, reason=f"{token.kind} token")
+        return Respond(a.bad_revoke_request("ID and logout tokens are not revoked here", "unsupported_token_type"))
+    missing = {"user": "sub" if token.sub is None else None, "session": "sid" if token.sid is None else None}
+    if missing.get(scope) is not None:
+        # Nothing reaches what revoke= names: say so, never a quiet {"revoked": false}.
+        claim = s.user_claim if scope == "user" else "sid"
+        engine.event(request, "revocation", "nothing_revoked", token, client_id=client_id, scope=scope)
+        return Respond(a.bad_revoke_request(f"revoke={scope} needs the token's '{claim}' claim, and it has none"))
     writes = _writes(engine, token, scope, now)
     if not writes:
         engine.event(request, "revocation", "nothing_revoked", token, client_id=client_id, scope=scope)
@@ -115,12 +124,8 @@ def _revoke(engine: Engine, request: Request, client_id: str, raw: str, scope: s
 
 def _writes(engine: Engine, token: Token, scope: str, now: float) -> tuple[Write, ...]:
     policy = engine.policy
-    if scope == "user":
-        if token.sub is None:
-            return ()
+    if scope == "user" and token.sub is not None:
         return (rules.user_write(policy, iss=token.iss, sub=token.sub, now=now),)
-    if scope == "session":
-        if token.sid is None:
-            return ()
+    if scope == "session" and token.sid is not None:
         return (rules.session_write(policy, iss=token.iss, sid=token.sid, sub=token.sub, now=now),)
     return rules.token_writes(policy, (token,), now, session=False)

@@ -64,5 +64,17 @@ class InvalidClaim(TokenError):
         super().__init__(f"Token claim '{claim}' {problem}")
 
 
+class WrongTokenKind(TokenError):
+    """A token of one kind presented where another belongs (SPEC section 8, RFC 8725 section 3.11)."""
+
+    description = "Token is not an access token"
+
+
+class UnrevocableToken(TokenError):
+    """A token that carries neither ``jti`` nor ``sid``: no local logout could end it."""
+
+    description = "Token carries neither jti nor sid, so no logout could revoke it"
+
+
 class StoreError(SignOutError):
     """The revocation store could not answer (down, slow, refused)."""

@@ -13,6 +13,10 @@ Fields of a bucket, each a kind letter and 12 bytes of the id's digest:
 * ``u<digest(iss, sub)>``  the user-wide cutoff: ``"<cutoff>:<expires>"``
 * ``s<digest(iss, sid)>``  a revoked session: ``"<expires>"``
 * ``j<digest(iss, jti)>``  a revoked token: ``"<expires>"``
+* ``r<digest(iss, jti)>``  a refresh token's first use (``refresh_rotation``):
+  ``"<first use, ms>:<expires>"``, written only by a *claim*: a value
+  ``"=<value>"`` sets a field that is absent and leaves one that is there alone
+  (the first use stays the first; ``merge``)
 
 Why shared buckets: a Redis key costs ~100 bytes before it holds anything,
 so a bucket per user costs ~250 bytes for the usual one revoked token per
@@ -100,6 +104,15 @@ def token_field(iss: str, jti: str) -> bytes:
     return b"j" + _digest(b"j", iss, jti)[:FIELD_DIGEST]
 
 
+def used_field(iss: str, jti: str) -> bytes:
+    return b"r" + _digest(b"r", iss, jti)[:FIELD_DIGEST]
+
+
+def claim_value(first_ms: int, expires: int) -> bytes:
+    """A value that sets its field only if the field is absent (see ``merge``)."""
+    return f"={first_ms}:{expires}".encode("ascii")
+
+
 def expiry_value(expires: int) -> bytes:
     return str(expires).encode("ascii")
 
@@ -123,8 +136,11 @@ def parse(value: bytes | str | None) -> tuple[int, int] | None:
 def merge(old: bytes | None, new: bytes) -> bytes:
     """Combine two values of one field: the later cutoff, the later expiry.
 
-    Mirrors ``MERGE_SCRIPT`` in the Redis store; both must agree.
+    Mirrors ``MERGE_SCRIPT`` in the Redis store; both must agree. A claim
+    (``claim_value``) keeps what is there and otherwise stores its value.
     """
+    if new[:1] == b"=":
+        return new[1:] if old is None else old
     was, now = parse(old), parse(new)
     if was is None or now is None:
         return new

@@ -56,3 +56,11 @@ class Options(TypedDict, total=False):
     on_event: Sink | None
     verified_cache_size: int
     clock: Clock | None
+    check_token_type: bool
+    user_claim: str
+    require_revocable: bool
+    refresh_paths: Iterable[str]
+    refresh_body_fields: Iterable[str]
+    refresh_rotation: bool
+    refresh_reuse_grace: float | timedelta
+    max_token_bytes: int

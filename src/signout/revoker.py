@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeAlias
 
-from . import rules
+from . import kinds, rules
 from .audit import AuditEvent, Auditor, Sink, ids
 from .config import Clock, Settings, build_settings
 from .errors import ConfigError, InvalidClaim
 from .layout import Lookup, Write
 from .stores.resolve import resolve_store
-from .tokens import Source, Token, Verifier
+from .tokens import Source, Token, Verifier, user_of
 
 TokenLike: TypeAlias = Mapping[str, Any] | str
 
@@ -72,6 +72,7 @@ class Revoker:
         self._store = store
         self._verifier = verifier
         self._clock = settings.clock
+        self._user_claim = settings.user_claim
         self.policy = rules.Policy(settings.key_prefix, settings.leeway, settings.max_token_lifetime)
         self._audit = Auditor(settings.on_event)
 
@@ -104,11 +105,12 @@ class Revoker:
             source=Source.HEADER,
             claims=token,
             iss=text("iss") or "",
-            sub=text("sub"),
+            sub=user_of(token, self._user_claim),
             sid=text("sid"),
             jti=text("jti"),
             iat=number("iat"),
             exp=exp if exp is not None else now + self.policy.max_token_lifetime,
+            kind=kinds.kind_of(None, token),
         )
 
     def plan_token(self, token: TokenLike, *, session: bool = False) -> tuple[Token, tuple[Write, ...]]:

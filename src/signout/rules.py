@@ -14,7 +14,10 @@ from typing import Any, cast
 
 from . import layout
 from .layout import Lookup, Write
-from .tokens import Token
+from .tokens import Source, Token
+
+#: Where refresh tokens are presented: the refresh cookie, a body on ``refresh_paths``.
+REFRESH_SOURCES = frozenset({Source.REFRESH_COOKIE, Source.REFRESH_BODY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +74,14 @@ def revoked_alone(token: Token, lookup: Lookup, row: Sequence[Any], now: float) 
     return revoked(token, dict(zip(lookup.fields, row, strict=True)), now)
 
 
-def lookups(policy: Policy, tokens: Iterable[Token]) -> tuple[tuple[Lookup, ...], list[str | None]]:
-    """One lookup per bucket (tokens of one user share it), and each token's bucket."""
+def lookups(
+    policy: Policy, tokens: Iterable[Token], *, rotation: bool = False
+) -> tuple[tuple[Lookup, ...], list[str | None]]:
+    """One lookup per bucket (tokens of one user share it), and each token's bucket.
+
+    With ``rotation``, each refresh token's first use is read too (``first_use``),
+    from the same bucket: still one round trip.
+    """
     fields: dict[str, list[bytes]] = {}
     owners: list[str | None] = []
     for t in tokens:
@@ -81,7 +90,10 @@ def lookups(policy: Policy, tokens: Iterable[Token]) -> tuple[tuple[Lookup, ...]
         if key is None:
             continue
         wanted = fields.setdefault(key, [])
-        wanted.extend(f for f in fields_of(t) if f not in wanted)
+        mine = fields_of(t)
+        if rotation and t.source in REFRESH_SOURCES and t.jti is not None:
+            mine.append(layout.used_field(t.iss, t.jti))
+        wanted.extend(f for f in mine if f not in wanted)
     return tuple(Lookup(k, tuple(v)) for k, v in fields.items()), owners
 
 
@@ -111,8 +123,46 @@ def judge(
     now: float,
 ) -> list[bool]:
     """For each token, whether the rows a store returned for ``found`` revoke it."""
-    values = {lookup.key: dict(zip(lookup.fields, row, strict=True)) for lookup, row in zip(found, rows, strict=True)}
+    values = _values(found, rows)
     return [key is not None and revoked(t, values.get(key, {}), now) for t, key in zip(tokens, owners, strict=True)]
+
+
+def first_uses(
+    tokens: Sequence[Token], found: tuple[Lookup, ...], owners: Sequence[str | None], rows: Sequence[Sequence[Any]]
+) -> list[float | None]:
+    """For each token, when it was first used as a refresh token (seconds), if the rows say it was."""
+    values = _values(found, rows)
+    out: list[float | None] = []
+    for t, key in zip(tokens, owners, strict=True):
+        held = None if key is None or t.jti is None else values.get(key, {}).get(layout.used_field(t.iss, t.jti))
+        out.append(used_at(held))
+    return out
+
+
+def _values(found: tuple[Lookup, ...], rows: Sequence[Sequence[Any]]) -> dict[str, dict[bytes, Any]]:
+    return {lookup.key: dict(zip(lookup.fields, row, strict=True)) for lookup, row in zip(found, rows, strict=True)}
+
+
+def claim_use(policy: Policy, token: Token, now: float) -> Write:
+    """Record ``now`` as the first use of refresh token ``token``, unless one is recorded (a claim)."""
+    key = bucket_of(policy, token)
+    assert key is not None and token.jti is not None  # a refresh token judged for reuse has a jti
+    value = layout.claim_value(math.floor(now * 1000), math.ceil(token.exp) + policy.leeway)
+    return Write(key, ((layout.used_field(token.iss, token.jti), value),))
+
+
+def used_at(held: bytes | str | None) -> float | None:
+    """The first use a claim found already recorded (seconds); ``None`` when the claim set it."""
+    parsed = layout.parse(held)
+    return None if parsed is None else parsed[0] / 1000
+
+
+def login_writes(policy: Policy, token: Token, now: float) -> tuple[Write, ...]:
+    """Revoke the whole login of ``token``: itself, its session, or its user when it has no session."""
+    writes = token_writes(policy, (token,), now)
+    if token.sid is None and token.sub is not None:
+        writes += (user_write(policy, iss=token.iss, sub=token.sub, now=now),)
+    return writes
 
 
 class _Writes:

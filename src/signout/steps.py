@@ -1,8 +1,8 @@
 """The steps the sans-IO engine hands its adapters (see ``signout.core``).
 
-``Pass`` and ``Respond`` end a request; ``Read``, ``Fetch`` and ``Commit`` ask
-the adapter for one piece of I/O and carry the function to call with its
-result. An adapter is a loop over these five, nothing more.
+``Pass`` and ``Respond`` end a request; ``Read``, ``Fetch``, ``Commit`` and
+``Claim`` ask the adapter for one piece of I/O and carry the function to call
+with its result. An adapter is a loop over these six, nothing more.
 
 They are never edited once made, but not frozen: one or two are made on every
 request, and a frozen dataclass costs four times as much to build.
@@ -22,9 +22,15 @@ Row = Sequence[bytes | str | None]
 
 @dataclass(slots=True)
 class Pass:
-    """Hand the request to the app, with the verified token if there is one."""
+    """Hand the request to the app, with the verified token if there is one.
+
+    ``after``: when the app answers with a 2xx, the step to drive before that
+    answer is sent (a refresh token's first use to record, ``refresh_rotation``);
+    if it ends in ``Respond``, that answer is sent instead of the app's.
+    """
 
     token: Token | None = None
+    after: Callable[[], Step] | None = None
 
 
 @dataclass(slots=True)
@@ -60,4 +66,14 @@ class Commit:
     resume: Callable[[bool], Step]
 
 
-Step = Pass | Respond | Read | Fetch | Commit
+@dataclass(slots=True)
+class Claim:
+    """Merge this claim (``layout.claim_value``); resume with what its field held before, or
+    with ``failed`` True when the store could not say."""
+
+    write: Write
+    now: float
+    resume: Callable[[bytes | str | None, bool], Step]
+
+
+Step = Pass | Respond | Read | Fetch | Commit | Claim

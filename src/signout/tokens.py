@@ -22,6 +22,7 @@ from typing import Any
 
 from jwt.algorithms import get_default_algorithms
 
+from . import kinds
 from .errors import (
     BadSignature,
     DisallowedAlgorithm,
@@ -30,16 +31,19 @@ from .errors import (
     InvalidClaim,
     MalformedToken,
     TokenError,
+    UnrevocableToken,
 )
 from .keys import VerificationKey
 
-# A JWT is three base64url segments; anything longer than this is refused
-# before any parsing, so a 64 KB header costs nothing.
+# A JWT is three base64url segments; anything longer than this (``max_token_bytes``)
+# is refused before any parsing, so a 64 KB header costs nothing.
 MAX_TOKEN_CHARS = 16384
 # Three base64url segments and nothing else: no padding, whitespace or non-ASCII.
 _SHAPE = re.compile(r"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
 _MAX_PLANS = 256
+# What a JOSE header decides: the algorithm, the keys to try, the kind its typ names.
+_Plan = tuple[str, tuple[VerificationKey, ...], "str | None"]
 
 
 class Source(Enum):
@@ -48,6 +52,7 @@ class Source(Enum):
     HEADER = "header"
     ACCESS_COOKIE = "access_cookie"
     REFRESH_COOKIE = "refresh_cookie"
+    REFRESH_BODY = "refresh_body"  # a field of the request body on refresh_paths and logout
 
     # Members are singletons compared by identity, so identity hashing is consistent; Enum's
     # own hash(self._name_) is Python code, and a reused token looks its Token up by source
@@ -71,6 +76,8 @@ class Token:
     jti: str | None
     iat: float | None
     exp: float
+    #: What the token says it is (``signout.kinds``): decides where it is accepted.
+    kind: str = kinds.UNKNOWN
     # The cache entry this token came from, where the engine keeps what it
     # derives from the ids (its store lookup) so a reused token derives it once.
     verified: _Verified | None = field(default=None, compare=False, repr=False)
@@ -85,7 +92,21 @@ class Token:
 class _Verified:
     """What a good signature established about a token; time is judged on every use."""
 
-    __slots__ = ("_nested", "_view", "claims", "exp", "iat", "iss", "jti", "memo", "nbf", "sid", "sub", "tokens")
+    __slots__ = (
+        "_nested",
+        "_view",
+        "claims",
+        "exp",
+        "iat",
+        "iss",
+        "jti",
+        "kind",
+        "memo",
+        "nbf",
+        "sid",
+        "sub",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -97,8 +118,10 @@ class _Verified:
         iat: float | None,
         nbf: float | None,
         exp: float,
+        kind: str,
     ) -> None:
         self.claims = claims
+        self.kind = kind
         self._view = MappingProxyType(claims)
         self.iss, self.sub, self.sid, self.jti = iss, sub, sid, jti
         self.iat, self.nbf, self.exp = iat, nbf, exp
@@ -112,7 +135,9 @@ class _Verified:
     def token(self, source: Source) -> Token:
         token = self.tokens.get(source)
         if token is None:
-            token = Token(source, self._view, self.iss, self.sub, self.sid, self.jti, self.iat, self.exp, self)
+            token = Token(
+                source, self._view, self.iss, self.sub, self.sid, self.jti, self.iat, self.exp, self.kind, self
+            )
             self.tokens[source] = token
         return token
 
@@ -145,6 +170,9 @@ class Verifier:
         max_lifetime: float,
         required: Sequence[str] = ("exp",),
         cache_size: int = 0,
+        max_token_chars: int = MAX_TOKEN_CHARS,
+        user_claim: str = "sub",
+        require_revocable: bool = True,
     ) -> None:
         self._keys = tuple(keys)
         self._algorithms = frozenset(algorithms)
@@ -153,17 +181,20 @@ class Verifier:
         self.leeway = leeway
         self.max_lifetime = max_lifetime
         self._required = tuple(required)
+        self._max_chars = max_token_chars
+        self.user_claim = user_claim
+        self._require_revocable = require_revocable
         self._algorithm_objects = {name: get_default_algorithms()[name] for name in self._algorithms}
         self._cache_size = cache_size
         self._cache: OrderedDict[str, _Verified] = OrderedDict()
-        self._plans: dict[str, tuple[str, tuple[VerificationKey, ...]]] = {}
+        self._plans: dict[str, _Plan] = {}
 
     def verify(self, raw: str, source: Source, now: float) -> Token:
         """Return the verified token or raise a ``TokenError``."""
         known = self._cache.get(raw) if self._cache_size else None
         if known is None:
             try:
-                known = self._parse(self._signed_claims(raw))
+                known = self._parse(*self._signed_claims(raw))
             except TokenError:
                 raise
             except Exception as exc:
@@ -190,8 +221,9 @@ class Verifier:
             except KeyError:
                 break
 
-    def _signed_claims(self, raw: str) -> dict[str, Any]:
-        if len(raw) > MAX_TOKEN_CHARS or _SHAPE.fullmatch(raw) is None:
+    def _signed_claims(self, raw: str) -> tuple[dict[str, Any], str | None]:
+        """The claims of a token whose signature verifies, and the kind its header names."""
+        if len(raw) > self._max_chars or _SHAPE.fullmatch(raw) is None:
             raise MalformedToken()
         head = raw[: raw.index(".")]
         # An issuer signs every token with the same few headers: what one of
@@ -202,10 +234,10 @@ class Verifier:
             if len(self._plans) >= _MAX_PLANS:  # a flood of made-up headers cannot grow it
                 self._plans.clear()
             self._plans[head] = plan
-        return self._decode(raw, *plan)
+        return self._decode(raw, plan[0], plan[1]), plan[2]
 
-    def _plan(self, head: str) -> tuple[str, tuple[VerificationKey, ...]]:
-        """The algorithm and the keys to try for a JOSE header, or the ``TokenError`` it deserves."""
+    def _plan(self, head: str) -> _Plan:
+        """The algorithm, the keys to try and the kind a JOSE header names, or the ``TokenError`` it deserves."""
         header = _header(head)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._algorithms:
@@ -221,7 +253,7 @@ class Verifier:
             raise MalformedToken("Token uses an unsupported JWS extension")
         if "kid" in header and not isinstance(kid, str):
             raise MalformedToken()
-        return alg, candidates
+        return alg, candidates, kinds.header_kind(header)
 
     def _decode(self, raw: str, alg: str, candidates: Sequence[VerificationKey]) -> dict[str, Any]:
         """Check the signature with PyJWT's algorithm objects and the keys prepared at construction.
@@ -255,8 +287,17 @@ class Verifier:
         return claims
 
     def _check_audience_and_issuer(self, claims: Mapping[str, Any]) -> None:
-        """RFC 7519 4.1.1 and 4.1.3, as PyJWT checks them, when ``issuer``/``audience`` are set."""
-        if self._audience is not None:
+        """RFC 7519 4.1.1 and 4.1.3, as PyJWT checks them.
+
+        With no ``audience``, a token that names one is refused, as PyJWT refuses it
+        (RFC 7519 4.1.3: a recipient not identified by ``aud`` must reject the token):
+        a token minted for another service is not one of ours. An empty or null
+        ``aud`` names no audience, and PyJWT lets it pass; so does this.
+        """
+        if self._audience is None:
+            if claims.get("aud"):
+                raise InvalidClaim("aud", "names an audience, and no audience is configured")
+        else:
             if "aud" not in claims:
                 raise InvalidClaim("aud", "is missing")
             aud = claims["aud"]
@@ -274,7 +315,7 @@ class Verifier:
             if not isinstance(iss, str) or iss not in allowed:
                 raise InvalidClaim("iss")
 
-    def _parse(self, claims: dict[str, Any]) -> _Verified:
+    def _parse(self, claims: dict[str, Any], header_kind: str | None) -> _Verified:
         """Claim types and the checks that do not depend on the time."""
         for claim in ("exp", *self._required):
             # exp is always required: a token without one would outlive any
@@ -285,15 +326,19 @@ class Verifier:
         assert exp is not None  # required just above
         if iat is not None and exp - iat > self.max_lifetime + self.leeway:
             raise InvalidClaim("exp", "is further from iat than max_token_lifetime")
+        sid, jti = _string(claims, "sid"), _string(claims, "jti")
+        if self._require_revocable and sid is None and jti is None:
+            raise UnrevocableToken()
         return _Verified(
             claims=claims,
             iss=_string(claims, "iss") or "",
-            sub=_string(claims, "sub"),
-            sid=_string(claims, "sid"),
-            jti=_string(claims, "jti"),
+            sub=user_of(claims, self.user_claim),
+            sid=sid,
+            jti=jti,
             iat=iat,
             nbf=_number(claims, "nbf"),
             exp=exp,
+            kind=kinds.kind_of(header_kind, claims),
         )
 
     def _timely(self, known: _Verified, now: float) -> None:
@@ -339,6 +384,21 @@ class Verifier:
         except KeyError:  # evicted by another thread meanwhile (WSGI)
             pass
         return known
+
+
+def user_of(claims: Mapping[str, Any], claim: str) -> str | None:
+    """The user a token names in ``claim`` (``user_claim``), as a string; ``None`` if it names none.
+
+    ``sub`` is a string (RFC 7519 4.1.2). Other claims are the issuer's own, and
+    some are integers (djangorestframework-simplejwt's ``user_id``): an integer
+    is its decimal string, so ``user_id: 42`` and a CLI's ``revoke-user 42`` meet.
+    """
+    value = claims.get(claim)
+    if claim != "sub" and type(value) is int:
+        return str(value)
+    if value is None or (isinstance(value, str) and value):
+        return value
+    raise InvalidClaim(claim, "must be a non-empty string" if claim == "sub" else "must be a string or an integer")
 
 
 def _b64decode(segment: str) -> bytes:

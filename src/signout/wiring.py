@@ -16,7 +16,7 @@ from .config import Settings, build_settings
 from .core import Engine
 from .errors import ConfigError
 from .revoker import Revoker
-from .steps import Commit, Fetch, Step
+from .steps import Claim, Commit, Fetch, Step
 from .stores.base import AsyncStore
 from .stores.resolve import resolve_store
 
@@ -58,6 +58,10 @@ def wire(kwargs: dict[str, Any], *, protocol: type, kind: str) -> Wiring:
         given = next((k for k in ("redis", "store") if kwargs.get(k) is not None), "store")
         client = "an asyncio client (redis.asyncio)" if mode == "async" else "a sync client (redis.Redis)"
         raise ConfigError(given, f"{kind} needs {client} or a redis_url")
+    if settings.refresh_rotation and not callable(getattr(store, "claim" if mode == "async" else "claim_sync", None)):
+        raise ConfigError(
+            "refresh_rotation", "needs a store that records a first use atomically (MemoryStore, RedisStore)"
+        )
     # A store that answers from memory (embedded, a mirror in sync) is asked inline by the guard.
     engine = Engine(settings, fetch_local=getattr(store, "fetch_local", None))
     return Wiring(settings, store, engine, Revoker.for_settings(settings, store))
@@ -75,11 +79,16 @@ class Adapter:
         #: Revoke tokens, sessions and users from app code, on this middleware's store.
         self.revoker = parts.revoker
         self._outage = OutageLog()
+        # Refresh rotation's atomic first-use record (checked by ``wire`` when it is on).
+        self.claim: Any = getattr(parts.store, "claim", None)
+        self.claim_sync: Any = getattr(parts.store, "claim_sync", None)
 
-    def failed(self, step: Fetch | Commit, exc: BaseException) -> Step:
+    def failed(self, step: Fetch | Commit | Claim, exc: BaseException) -> Step:
         """The next step after a store call that failed or ran out of time."""
         if isinstance(step, Fetch):
             self._outage.warn(exc)
             return step.resume(None)
+        if isinstance(step, Claim):
+            return step.resume(None, True)
         log.error("signout: revocation NOT recorded: %s", str(exc) or type(exc).__name__)
         return step.resume(False)

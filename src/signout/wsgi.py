@@ -7,14 +7,15 @@ sync client, whose socket timeout is ``store_timeout``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import io
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
 from .http import READ_HEADERS, Answer, Request
 from .options import Options
-from .steps import Fetch, Pass, Read, Respond, Step
+from .steps import Claim, Fetch, Pass, Read, Respond, Step
 from .stores.base import SyncStore
 from .wiring import CLAIMS_KEY, Adapter
 
@@ -47,11 +48,27 @@ class SignOutWSGIMiddleware(Adapter):
         if isinstance(step, Pass):
             if step.token is not None:
                 environ[CLAIMS_KEY] = step.token.app_claims()
+            if step.after is not None:
+                return self._after(step.after, environ, start_response)
             return self.app(environ, start_response)
-        answer: Answer = step.answer
-        status = f"{answer.status} {HTTPStatus(answer.status).phrase}"
-        start_response(status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.headers])
-        return [answer.body]
+        _start(step.answer, start_response)
+        return [step.answer.body]
+
+    def _after(self, after: Callable[[], Step], environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """Run the app; when it answers with a 2xx, drive ``after`` first, and send the answer
+        it ends in instead of the app's (refresh rotation: only on refresh requests)."""
+        replaced: list[Answer] = []
+
+        def starting(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
+            if status[:1] == "2" and not replaced:
+                step = self._drive(after(), environ)
+                if isinstance(step, Respond):
+                    replaced.append(step.answer)
+                    _start(step.answer, start_response, exc_info)
+                    return _discard
+            return start_response(status, headers, exc_info)  # type: ignore[no-any-return]
+
+        return _swapped(self.app(environ, starting), replaced)
 
     def _drive(self, step: Step, environ: Environ) -> Pass | Respond:
         """Do the I/O each step asks for; every decision is the engine's."""
@@ -64,6 +81,8 @@ class SignOutWSGIMiddleware(Adapter):
                 # redis-py's socket timeout (store_timeout) bounds each sync call.
                 if isinstance(step, Fetch):
                     step = step.resume(self.store.fetch_sync(step.lookups, step.now))
+                elif isinstance(step, Claim):
+                    step = step.resume(self.claim_sync(step.write, step.now), False)
                 else:
                     self.store.write_sync(step.writes, step.now)
                     step = step.resume(True)
@@ -91,8 +110,43 @@ def _request(environ: Environ) -> Request:
     )
 
 
+def _start(answer: Answer, start_response: StartResponse, exc_info: Any = None) -> None:
+    status = f"{answer.status} {HTTPStatus(answer.status).phrase}"
+    start_response(status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.headers], exc_info)
+
+
+def _discard(data: bytes) -> None:
+    """The ``write`` of an answer signout replaced: the app's bytes go nowhere."""
+
+
+def _swapped(result: Iterable[bytes], replaced: list[Answer]) -> Iterator[bytes]:
+    """The app's body, or, once its answer was replaced (``replaced``), signout's in its place."""
+    try:
+        for chunk in result:
+            if replaced:
+                break
+            yield chunk
+        if replaced:
+            yield replaced[0].body
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # PEP 3333: the server would have called it on the app's iterable
+
+
 def _read_body(environ: Environ, limit: int) -> bytes | None:
-    """At most ``limit`` bytes of body, or ``None`` when it is longer (read no further)."""
+    """At most ``limit`` bytes of body, or ``None`` when it is longer (read no further).
+
+    What is read is put back as ``wsgi.input`` (with a true ``CONTENT_LENGTH``),
+    so an app handed the request reads the same bytes."""
+    data = _take_body(environ, limit)
+    if data:
+        environ["wsgi.input"] = io.BytesIO(data)
+        environ["CONTENT_LENGTH"] = str(len(data))
+    return data
+
+
+def _take_body(environ: Environ, limit: int) -> bytes | None:
     stream = environ.get("wsgi.input")
     if stream is None:
         return b""

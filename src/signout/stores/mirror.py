@@ -153,6 +153,16 @@ class MirrorStore:
         await self.redis.write(writes, now)
         self._keep_own(writes, now)
 
+    async def claim(self, write: Write, now: float) -> Value:
+        held = await self.redis.claim(write, now)
+        self._keep_own((write,), now)
+        return held
+
+    def claim_sync(self, write: Write, now: float) -> Value:
+        held = self.redis.claim_sync(write, now)
+        self._keep_own((write,), now)
+        return held
+
     def fetch_sync(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
         follower = self._follower
         if follower is not None:

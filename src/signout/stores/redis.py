@@ -57,10 +57,19 @@ local function parse(v)
 end
 -- merged[f]: the value this write left in field f; names: the fields in order, once each.
 local merged, names = {}, {}
+local claimed = false
 for i = 3, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
   local old = redis.call('HGET', key, f)
-  if old then
+  if string.sub(v, 1, 1) == '=' then
+    -- A claim (layout.claim_value): the first value stays, and the caller learns it.
+    if old then
+      v = old
+      claimed = old
+    else
+      v = string.sub(v, 2)
+    end
+  elseif old then
     local oa, ob = parse(old)
     local na, nb = parse(v)
     if oa and na then
@@ -104,7 +113,8 @@ if channel ~= '' then
   end
   redis.call('PUBLISH', channel, table.concat(out))
 end
-return latest
+-- The key's new expiry, and what a claim found already there (nil when it set its field).
+return {latest, claimed}
 """
 #: What ``EVALSHA`` names the script by (Redis caches every script ``EVAL`` ran, by this digest).
 MERGE_SHA = hashlib.sha1(MERGE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
@@ -300,19 +310,32 @@ class RedisStore:
             raise StoreError(f"redis read failed: {type(exc).__name__}") from exc
 
     async def write(self, writes: Sequence[Write], now: float) -> None:
+        await self._merge(writes, now)
+
+    async def claim(self, write: Write, now: float) -> Value:
+        """Merge one claim (``layout.claim_value``); the value its field held before, ``None`` if none."""
+        return _claimed(await self._merge((write,), now))
+
+    async def _merge(self, writes: Sequence[Write], now: float) -> list[Any]:
+        """Run the merge script on every write; each one's reply, in order."""
         try:
             client = self._client()
             pipe = client.pipeline(transaction=False)
+            replies: list[Any] = [None] * len(writes)
+            pending = list(range(len(writes)))
             if self._by_digest and not isinstance(pipe, _CLUSTER_PIPES):
                 results = await _queue(pipe, writes, now, whole=False).execute(raise_on_error=False)
-                writes = self._refused(writes, results)
-                if not writes:
-                    return
+                pending = self._refused(results, replies)
+                if not pending:
+                    return replies
                 pipe = client.pipeline(transaction=False)
             # Errors raise here, so redis-py's cluster pipelines still retry a failover.
-            await _queue(pipe, writes, now, whole=True).execute()
+            results = await _queue(pipe, [writes[i] for i in pending], now, whole=True).execute()
         except _FAILURES as exc:
             raise StoreError(f"redis write failed: {type(exc).__name__}") from exc
+        for i, result in zip(pending, results, strict=True):
+            replies[i] = result
+        return replies
 
     # ---- sync ----------------------------------------------------------
 
@@ -335,35 +358,49 @@ class RedisStore:
             raise StoreError(f"redis read failed: {type(exc).__name__}") from exc
 
     def write_sync(self, writes: Sequence[Write], now: float) -> None:
+        self._merge_sync(writes, now)
+
+    def claim_sync(self, write: Write, now: float) -> Value:
+        return _claimed(self._merge_sync((write,), now))
+
+    def _merge_sync(self, writes: Sequence[Write], now: float) -> list[Any]:
         try:
             client = self.sync_client()
             pipe = client.pipeline(transaction=False)
+            replies: list[Any] = [None] * len(writes)
+            pending = list(range(len(writes)))
             if self._by_digest and not isinstance(pipe, _CLUSTER_PIPES):
                 results = _queue(pipe, writes, now, whole=False).execute(raise_on_error=False)
-                writes = self._refused(writes, results)
-                if not writes:
-                    return
+                pending = self._refused(results, replies)
+                if not pending:
+                    return replies
                 pipe = client.pipeline(transaction=False)
-            _queue(pipe, writes, now, whole=True).execute()
+            results = _queue(pipe, [writes[i] for i in pending], now, whole=True).execute()
         except _FAILURES as exc:
             raise StoreError(f"redis write failed: {type(exc).__name__}") from exc
+        for i, result in zip(pending, results, strict=True):
+            replies[i] = result
+        return replies
 
-    def _refused(self, writes: Sequence[Write], results: Sequence[object]) -> list[Write]:
-        """The writes whose ``EVALSHA`` Redis refused, so did not run; raises any other error.
+    def _refused(self, results: Sequence[object], replies: list[Any]) -> list[int]:
+        """Which writes' ``EVALSHA`` Redis refused, so did not run (the others' replies go into
+        ``replies``); raises any other error.
 
         NOSCRIPT: this server has not seen the script yet (a restart, a new
         replica promoted): sent whole, it is cached for the next one. NOPERM: an
         ACL that allows ``EVAL`` but not ``EVALSHA``: whole from now on.
         """
-        refused: list[Write] = []
-        for write, result in zip(writes, results, strict=True):
+        refused: list[int] = []
+        for i, result in enumerate(results):
             if isinstance(result, NoScriptError):
-                refused.append(write)
+                refused.append(i)
             elif isinstance(result, NoPermissionError):
-                refused.append(write)
+                refused.append(i)
                 self._by_digest = False
             elif isinstance(result, Exception):
                 raise result
+            else:
+                replies[i] = result
         return refused
 
     async def aclose(self) -> None:
@@ -383,6 +420,12 @@ class RedisStore:
         if self._url is not None and self._sync is not None:
             self._sync.close()
             self._sync = None
+
+
+def _claimed(replies: list[Any]) -> Value:
+    reply = replies[0]
+    # The script answers {expiry, what the claim found}; Lua's false arrives as None.
+    return reply[1] if isinstance(reply, list) and len(reply) == 2 else None
 
 
 def changes_channel(prefix: str) -> str:
