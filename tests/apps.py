@@ -20,6 +20,13 @@ async def me(request: Request) -> JSONResponse:
     return JSONResponse({"claims": claims, "saw_authorization": auth is not None})
 
 
+async def token_refresh(request: Request) -> JSONResponse:
+    """A refresh endpoint in simplejwt's place: echoes the body it got; ``?status=`` picks its answer."""
+    body = await request.body()
+    status = int(request.query_params.get("status", "200"))
+    return JSONResponse({"claims": request.scope.get(CLAIMS_KEY), "body": body.decode("latin-1")}, status_code=status)
+
+
 async def ok(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
@@ -36,6 +43,7 @@ def starlette_app() -> Starlette:
             Route("/me", me, methods=["GET", "POST"]),
             Route("/health", ok),
             Route("/auth/refresh", me, methods=["POST"]),
+            Route("/api/token/refresh/", token_refresh, methods=["POST"]),
             Route("/auth/logout", ok, methods=["GET", "POST", "OPTIONS"]),
             WebSocketRoute("/ws", ws),
         ]
@@ -66,7 +74,14 @@ def wsgi_app() -> Any:
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
         body: object
-        if path in ("/me", "/auth/refresh") and method in ("GET", "POST"):
+        status = "200 OK"
+        if path == "/api/token/refresh/" and method == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            got = environ["wsgi.input"].read(length) if length else b""
+            body = {"claims": environ.get(CLAIMS_KEY), "body": got.decode("latin-1")}
+            wanted = environ.get("QUERY_STRING", "").partition("status=")[2]
+            status = f"{wanted} Chosen" if wanted else status
+        elif path in ("/me", "/auth/refresh") and method in ("GET", "POST"):
             body = {"claims": environ.get(CLAIMS_KEY), "saw_authorization": "HTTP_AUTHORIZATION" in environ}
         elif path in ("/health", "/auth/logout"):
             body = {"ok": True}
@@ -74,7 +89,7 @@ def wsgi_app() -> Any:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"Not Found"]
         data = json.dumps(body).encode()
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
 
     return app
