@@ -24,10 +24,11 @@ log = logging.getLogger("signout")
 class AuditEvent:
     """What happened, to whom, and where from.
 
-    ``event``: ``logout``, ``logout_all``, ``revocation``, ``rejected`` or
-    ``csrf_refused``. ``outcome``: ``revoked``, ``nothing_revoked``,
-    ``invalid_token``, ``unauthenticated``, ``invalid_client``,
-    ``store_error``, ``refused``. ``count``: how many tokens the request revoked.
+    ``event``: ``logout``, ``logout_all``, ``revocation``, ``rejected``,
+    ``csrf_refused``, ``refresh_reuse`` or ``refresh`` (a refresh token's use
+    not recorded). ``outcome``: ``revoked``, ``nothing_revoked``,
+    ``invalid_token``, ``invalid_request``, ``unauthenticated``,
+    ``invalid_client``, ``store_error``, ``refused``. ``count``: how many tokens the request revoked.
     """
 
     event: str

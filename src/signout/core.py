@@ -204,10 +204,8 @@ class Engine:
     def _verify(self, raw: str, source: Source, now: float) -> Token:
         """Verify a token presented by the guard from ``source``: its signature, claims and kind."""
         token = self.settings.verifier.verify(raw, source, now)
-        if self._check_kinds:
-            refusal = kinds.refusal(token.kind, _WANTED[source])
-            if refusal is not None:
-                raise WrongTokenKind(refusal)
+        if self._check_kinds and token.kind not in _WANTED[source]:
+            raise WrongTokenKind(kinds.refusal(_WANTED[source]))
         if self._rotating and token.jti is None and source in rules.REFRESH_SOURCES:
             raise InvalidClaim("jti", "is missing, and refresh_rotation needs it to notice a reused refresh token")
         return token

@@ -79,8 +79,6 @@ def kind_of(header: str | None, claims: Mapping[str, Any]) -> str:
     return UNKNOWN
 
 
-def refusal(kind: str, wanted: frozenset[str]) -> str | None:
-    """What to tell a client whose token of ``kind`` was presented where only ``wanted`` belong."""
-    if kind in wanted:
-        return None
+def refusal(wanted: frozenset[str]) -> str:
+    """What to tell a client whose token was presented where only ``wanted`` kinds belong."""
     return "Token is not a refresh token" if wanted is AS_REFRESH else "Token is not an access token"
