@@ -35,7 +35,8 @@ from .http import (
     query_param,
 )
 from .layout import Lookup, Write
-from .steps import Claim, Commit, Fetch, Pass, Read, Respond, Row, Step
+from .rotation import refresh_uses
+from .steps import Commit, Fetch, Pass, Read, Respond, Row, Step
 from .tokens import Source, Token
 
 log = logging.getLogger("signout")
@@ -236,11 +237,7 @@ class Engine:
                 return self._revoked(request, [t for t, v in zip(tokens, verdicts, strict=True) if v])
             if not rotation:
                 return Pass(tokens[0])
-            for token, first in zip(tokens, rules.first_uses(tokens, found, owners, rows), strict=True):
-                if token.source in rules.REFRESH_SOURCES and first is not None and self._reused(now - first):
-                    return self._reuse(request, token, now)
-            refresh = [t for t in tokens if t.source in rules.REFRESH_SOURCES]
-            return Pass(tokens[0], after=lambda: self._mark_used(request, refresh))
+            return refresh_uses(self, request, tokens, rules.first_uses(tokens, found, owners, rows), now)
 
         return self._fetch(found, now, judge)
 
@@ -270,48 +267,6 @@ class Engine:
             if rows is not None:
                 return resume(rows)
         return Fetch(lookups=lookups, now=now, resume=resume)
-
-    # ---- refresh rotation (RFC 9700 section 4.14.2) -------------------------
-
-    def _reused(self, elapsed: float) -> bool:
-        """Whether a refresh token used ``elapsed`` seconds ago is reused now (0: any second use)."""
-        grace = self.settings.refresh_reuse_grace
-        return elapsed > grace or grace == 0
-
-    def _mark_used(self, request: Request, pending: list[Token]) -> Step:
-        """Record each refresh token's first use, once the app has accepted it (a 2xx).
-
-        A claim, atomic in the store: when two instances let the same token through
-        at once, the one that records second learns the first use, and past the
-        grace its answer is replaced by the reuse answer.
-        """
-        if not pending:
-            return _PASS
-        token, rest = pending[0], pending[1:]
-        now = self.settings.clock()
-
-        def claimed(held: bytes | str | None, failed: bool) -> Step:
-            if failed:
-                log.error("signout: a refresh token's use was NOT recorded; its reuse will go unnoticed")
-                self.event(request, "refresh", "store_error", token)
-                return _PASS if self.settings.on_store_error == "allow" else Respond(self.answers.unavailable)
-            first = rules.used_at(held)
-            if first is not None and self._reused(now - first):
-                return self._reuse(request, token, now)
-            return self._mark_used(request, rest)
-
-        return Claim(rules.claim_use(self.policy, token, now), now, claimed)
-
-    def _reuse(self, request: Request, token: Token, now: float) -> Step:
-        """A rotated-out refresh token came back: revoke its whole login, refuse the request."""
-
-        def done(ok: bool) -> Step:
-            self.event(request, "refresh_reuse", "revoked" if ok else "store_error", token)
-            if not ok:
-                return Respond(self.answers.unavailable)
-            return Respond(self.answers.clearing(self.answers.reused, {token.source}))
-
-        return Commit(writes=rules.login_writes(self.policy, token, now), now=now, resume=done)
 
     def _store_failed(self, request: Request, token: Token) -> Step:
         if self.settings.on_store_error == "allow":
