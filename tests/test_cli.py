@@ -335,3 +335,26 @@ def test_revoke_token_edge_cases(
 
     code, _, _ = in_process(monkeypatch, capsys, "revoke-token", stdin="")
     assert code == 2
+
+
+def test_user_claim_makes_the_cli_reach_what_the_middleware_reads(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import jwt
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("SIGNOUT_KEY", SECRET)
+    now = int(time.time()) - 2
+    simplejwt = {"token_type": "access", "user_id": 42, "iat": now, "exp": now + 600}
+    one, two = (jwt.encode({**simplejwt, "jti": jti}, SECRET, algorithm="HS256") for jti in ("a-1", "a-2"))
+    app = TestClient(
+        signout.SignOutMiddleware(starlette_app(), key=SECRET, redis_url=redis_url, user_claim="user_id"),
+        base_url="https://t",
+    )
+    code, out, _ = in_process(monkeypatch, capsys, "check", "--user-claim", "user_id", stdin=one)
+    assert code == 0 and "  sub (user_id)  '42'" in out.splitlines() and "  kind  access" in out.splitlines()
+    code, out, _ = in_process(monkeypatch, capsys, "revoke-token", "--user-claim", "user_id", stdin=one)
+    assert code == 0 and "of sub '42'" in out
+    assert [status(app, one), status(app, two)] == [401, 200]
+    code, _, _ = in_process(monkeypatch, capsys, "revoke-user", "42")  # the tokens carry no iss
+    assert code == 0 and [status(app, one), status(app, two)] == [401, 401]

@@ -39,9 +39,10 @@ exit codes:
   3  the token is invalid (bad signature, expired, malformed, wrong iss or aud)
   4  the store is unreachable or failed
 
---redis-url, --prefix, --max-token-lifetime and --leeway must match the middleware's
-redis_url, key_prefix, max_token_lifetime and leeway: otherwise a revocation lands
-where the middleware never looks, or expires before the tokens it should stop.
+--redis-url, --prefix, --max-token-lifetime, --leeway and --user-claim must match the
+middleware's redis_url, key_prefix, max_token_lifetime, leeway and user_claim: otherwise
+a revocation lands where the middleware never looks, or expires before the tokens it
+should stop.
 Tokens and secrets are never printed. Pass a token on stdin: argv is visible in ps.
 """
 
