@@ -871,3 +871,35 @@ def test_read_change() -> None:
     for bad in NO_BUCKET.values():
         with pytest.raises(ValueError):
             read_change(bad)
+
+
+def test_a_refresh_tokens_first_use_reaches_the_other_instances_mirror(
+    redis_url: str, redis_client: redis.Redis, make_token: TokenFactory
+) -> None:
+    """refresh_rotation over mirrors: the use one instance records is in the other's copy, which
+    then catches the reuse at the guard (one write: the login's revocation), before its app runs."""
+    apps = [
+        SignOutMiddleware(
+            starlette_app(),
+            key=SECRET,
+            redis_url=redis_url,
+            local_mirror=True,
+            refresh_rotation=True,
+            refresh_reuse_grace=0,
+        )
+        for _ in range(2)
+    ]
+    stores = [mirror_of(m) for m in apps]
+    assert all(s.wait_in_sync(5) for s in stores)
+    one, two = (TestClient(m, base_url="https://t") for m in apps)
+    token = make_token(sid="s-9", jti="r-9")
+    cookie = {"Cookie": f"refresh_token={token}"}
+    assert one.post("/auth/refresh", headers=cookie).status_code == 200
+    bucket = layout.bucket_key("signout", ISS, "alice", None, None)
+    assert bucket is not None
+    used = Lookup(bucket, (layout.used_field(ISS, "r-9"),))
+    until(lambda: (stores[1].fetch_local((used,), time.time()) or [[None]])[0][0] is not None)
+    writes = calls(redis_client, "evalsha") + calls(redis_client, "eval")
+    r = two.post("/auth/refresh", headers=cookie)
+    assert r.status_code == 401 and "already used" in r.json()["message"]
+    assert calls(redis_client, "evalsha") + calls(redis_client, "eval") == writes + 1
