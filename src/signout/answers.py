@@ -57,6 +57,14 @@ class Answers:
             },
             *logout,
         )
+        self.logout_unreadable = answer(
+            415,
+            {
+                "error": "invalid_request",
+                "message": "The body's Content-Type is ambiguous: cookies were cleared, but nothing was revoked",
+            },
+            *logout,
+        )
         self.logged_out_everywhere = answer(200, {"message": "Successfully logged out from SSO session"}, *logout)
         self.not_recorded = answer(
             503,

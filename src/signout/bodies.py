@@ -14,24 +14,37 @@ import json
 from collections.abc import Sequence
 from urllib.parse import parse_qsl
 
-from .http import Headers, content_type
+from .http import Headers, header_values
 
 
 class UnreadableBody(Exception):
-    """A body that may hold a refresh token signout cannot look for (multipart)."""
+    """A body that may hold a refresh token signout cannot look for: multipart, or two
+    ``Content-Type`` headers that disagree (an app may read either)."""
+
+
+def body_type(headers: Headers) -> str:
+    """The media type of the body, lower case, without parameters; ``""`` when none is given.
+
+    Repeated ``Content-Type`` headers that say the same are one (a server may read
+    the first, another the last); ones that differ raise ``UnreadableBody``.
+    """
+    kinds = {v.decode("latin-1").partition(";")[0].strip().lower() for v in header_values(headers, b"content-type")}
+    if len(kinds) > 1:
+        raise UnreadableBody()
+    return kinds.pop() if kinds else ""
 
 
 def carries_fields(headers: Headers) -> bool:
-    """Whether a body of this type holds named fields: a JSON object or a form."""
-    kind = content_type(headers)
-    return kind in ("application/json", "application/x-www-form-urlencoded") or kind.endswith("+json")
+    """Whether the body may hold named fields: a JSON object or a form (by any of its types)."""
+    kinds = {v.decode("latin-1").partition(";")[0].strip().lower() for v in header_values(headers, b"content-type")}
+    return any(k in ("application/json", "application/x-www-form-urlencoded") or k.endswith("+json") for k in kinds)
 
 
 def refresh_tokens(headers: Headers, body: bytes, fields: Sequence[str]) -> list[str]:
     """Every non-empty string value of ``fields`` in a JSON object or a form body."""
     if not body.strip():
         return []
-    kind = content_type(headers)
+    kind = body_type(headers)
     if kind == "application/x-www-form-urlencoded":
         # Django and Werkzeug decode a bad byte as U+FFFD rather than refuse the form.
         pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)

@@ -312,7 +312,9 @@ class Engine:
             try:
                 found = refresh_tokens(request.headers, body, s.refresh_body_fields)
             except UnreadableBody:
-                found = []
+                # Two Content-Types that disagree: the app may read a token there, signout cannot.
+                self.event(request, name, "nothing_revoked", reason="body type ambiguous")
+                return Respond(a.logout_unreadable)
             now = s.clock()
             tokens = self._revocable(presented + [(Source.REFRESH_BODY, raw) for raw in found], now)
             answer = final
