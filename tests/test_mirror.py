@@ -903,3 +903,21 @@ def test_a_refresh_tokens_first_use_reaches_the_other_instances_mirror(
     r = two.post("/auth/refresh", headers=cookie)
     assert r.status_code == 401 and "already used" in r.json()["message"]
     assert calls(redis_client, "evalsha") + calls(redis_client, "eval") == writes + 1
+
+
+def test_a_claim_leaves_the_first_use_in_the_local_copy_not_its_own(redis_url: str, redis_client: redis.Redis) -> None:
+    """The copy must hold what Redis settled on, or this instance's guard would time the grace from the
+    later use, and catch a reuse only after its app had answered."""
+    store = MirrorStore(RedisStore(redis_url), prefix="signout")
+    _OPEN.append(store)
+    assert store.wait_in_sync(5)
+    now = time.time()
+    expires = int(now) + 600
+    field = layout.used_field(ISS, "r-1")
+    # Another instance's first use, whose message this copy has not heard yet.
+    redis_client.hset("signout:{0abc}", field, f"1000:{expires}")
+    redis_client.expire("signout:{0abc}", 600)
+    claim = Write("signout:{0abc}", ((field, layout.claim_value(9_000, expires)),))
+    assert store.claim_sync(claim, now) == f"1000:{expires}".encode()
+    row = store.fetch_local((Lookup("signout:{0abc}", (field,)),), now)
+    assert row is not None and layout.parse(row[0][0]) == (1_000, expires)

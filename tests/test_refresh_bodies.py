@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.client
+import inspect
 import itertools
 import json
 import socket
@@ -32,6 +33,7 @@ from werkzeug.serving import WSGIRequestHandler
 from werkzeug.serving import make_server as make_werkzeug_server
 
 from signout import CLAIMS_KEY, SignOutMiddleware, SignOutWSGIMiddleware
+from signout.config import build_settings
 
 from .conftest import SECRET, RedisServer, TokenFactory
 from .framework_helpers import DELETED_REFRESH_COOKIE, REVOKED, hypercorn_server, uvicorn_server, wsgiref_server
@@ -39,6 +41,8 @@ from .framework_helpers import DELETED_REFRESH_COOKIE, REVOKED, hypercorn_server
 pytestmark = pytest.mark.redis
 
 REFRESH_PATH = "/api/token/refresh/"
+#: The default max_body_bytes: the largest body signout reads.
+LIMIT = inspect.signature(build_settings).parameters["max_body_bytes"].default
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 SERVERS = ["uvicorn", "hypercorn", "werkzeug"]
@@ -346,7 +350,7 @@ def test_wsgiref_server_content_length_bodies(redis_url: str, make_token: TokenF
         assert client.post("/auth/logout", content=body, headers=JSON).status_code == 200
         again = client.post(REFRESH_PATH, content=body, headers=JSON)
         assert (again.status_code, again.json()) == (401, REVOKED)
-        too_big = client.post(REFRESH_PATH, content=refresh_json(token, pad="x" * 9000), headers=JSON)
+        too_big = client.post(REFRESH_PATH, content=refresh_json(token, pad="x" * LIMIT), headers=JSON)
         assert (too_big.status_code, too_big.json()["error"]) == (413, "invalid_request")
         assert app.calls == 1
 
@@ -436,7 +440,7 @@ class Bad:
 
 def _bad_cases(token: str) -> dict[str, Bad]:
     big = refresh_json(token, pad="x" * 1_000_000)
-    over = refresh_json(token, pad="y" * 9000)
+    over = refresh_json(token, pad="y" * (LIMIT + 1))
     multipart_headers, multipart_body = _multipart(token)
     return {
         "not_json": Bad(JSON, [b'{"refresh": "' + token.encode() + b'"'], 200),
@@ -447,13 +451,14 @@ def _bad_cases(token: str) -> dict[str, Bad]:
         "refresh_is_null": Bad(JSON, [b'{"refresh": null, "refresh_token": ""}'], 200),
         "huge_integer": Bad(JSON, [b'{"refresh": ' + b"7" * 5000 + b"}"], 200),
         "deep_nesting": Bad(JSON, [b"[" * 4000 + b"]" * 4000], 200),
-        "invalid_utf8_json": Bad(JSON, [b'{"refresh": "\xff\xfe\xc3("}'], 200),
+        # Read as U+FFFD, as a lenient reader would: a garbage token, refused (and nothing revoked).
+        "invalid_utf8_json": Bad(JSON, [b'{"refresh": "\xff\xfe\xc3("}'], 401),
         "empty_body": Bad(JSON, [b""], 200),
         "whitespace_body": Bad(JSON, [b" \r\n\t "], 200),
         "no_content_type": Bad({}, [b"garbage \x00\xff"], 200),
         "one_megabyte": Bad(JSON, [big[i : i + 65536] for i in range(0, len(big), 65536)], 413),
         "chunked_over_limit": Bad(JSON, split(over, 6), 413, chunked=True),
-        "length_over_limit_form": Bad(FORM, [b"refresh=" + token.encode() + b"&pad=" + b"z" * 9000], 413),
+        "length_over_limit_form": Bad(FORM, [b"refresh=" + token.encode() + b"&pad=" + b"z" * LIMIT], 413),
         "invalid_utf8_form": Bad(FORM, [b"refresh=\xff\xfe%ff%c3%28&other=\x80"], 401),
         "not_a_jwt": Bad(JSON, [b'{"refresh": "not.a.jwt"}'], 401),
         "bad_signature": Bad(JSON, [refresh_json(token[:-4] + ("AAAA" if token[-4:] != "AAAA" else "BBBB"))], 401),
@@ -461,7 +466,8 @@ def _bad_cases(token: str) -> dict[str, Bad]:
         "multipart": Bad(multipart_headers, [multipart_body], 415),
         "logout_not_json": Bad(JSON, [b"{"], 200, path="/auth/logout"),
         "logout_not_a_jwt": Bad(FORM, [b"refresh=not.a.jwt&refresh_token=%ff"], 200, path="/auth/logout"),
-        "logout_multipart": Bad(multipart_headers, [multipart_body], 200, path="/auth/logout"),
+        # Not read: the cookies are cleared, and the answer says a token in the body was not revoked.
+        "logout_multipart": Bad(multipart_headers, [multipart_body], 415, path="/auth/logout"),
         "logout_too_large": Bad(JSON, [over], 413, path="/auth/logout"),
         "logout_too_large_chunked": Bad(JSON, split(over, 5), 413, chunked=True, path="/auth/logout"),
     }
@@ -527,8 +533,8 @@ def test_max_body_bytes_is_the_largest_body_read(
     served: Served, redis_url: str, store: redis.Redis, make_token: TokenFactory, chunked: bool
 ) -> None:
     token = refresh_token(make_token)
-    at_limit, past_limit = _exactly(token, 8192), _exactly(token, 8193)
-    assert (len(at_limit), len(past_limit)) == (8192, 8193)
+    at_limit, past_limit = _exactly(token, LIMIT), _exactly(token, LIMIT + 1)
+    assert (len(at_limit), len(past_limit)) == (LIMIT, LIMIT + 1)
     calls = served.app.calls
     fits = raw_post(served.address, REFRESH_PATH, JSON, split(at_limit, 7), chunked=chunked)
     assert assert_echoed(fits, at_limit)["claims"]["jti"] == "r-1"
@@ -605,22 +611,43 @@ def test_two_content_type_headers(served: Served, redis_url: str, make_token: To
 
 
 def test_two_content_types_that_disagree(served: Served, store: redis.Redis, make_token: TokenFactory) -> None:
-    """A form that also says it is JSON: an app may read it either way, so signout reads it neither way:
-    415 on the refresh path (the app is not called), and a logout revokes nothing and says so."""
+    """A form that also says it is JSON: an app may read it either way, so signout reads it both
+    ways. A logout revokes the token in it, and the refresh path then refuses it (app not called)."""
     token = refresh_token(make_token)
     form = urlencode({"refresh": token}).encode()
-    both = (FORM["Content-Type"], form, JSON["Content-Type"])
+    out = _post_with_two_content_types(served.address, "/auth/logout", FORM["Content-Type"], form, JSON["Content-Type"])
+    assert (out.status, out.json()) == (200, {"message": "Logged out successfully"})
     calls = served.app.calls
-    reply = _post_with_two_content_types(served.address, REFRESH_PATH, both[0], both[1], both[2])
-    if served.asgi:
-        assert (reply.status, served.app.calls) == (415, calls), reply.body
-    else:
-        # A WSGI server keeps one CONTENT_TYPE, and signout reads the one the app reads.
-        assert reply.status == 200 and reply.json()["claims"] is None
-    out = _post_with_two_content_types(served.address, "/auth/logout", both[0], both[1], both[2])
-    if served.asgi:
-        assert out.status == 415 and "nothing was revoked" in out.json()["message"]
-        assert out.headers.get_all("Set-Cookie") and store.dbsize() == 0
+    for first, second in ((FORM, JSON), (JSON, FORM)):
+        reply = _post_with_two_content_types(
+            served.address, REFRESH_PATH, first["Content-Type"], form, second["Content-Type"]
+        )
+        assert (reply.status, reply.json(), served.app.calls) == (401, REVOKED, calls), reply.body
+
+
+def test_a_body_is_read_as_the_app_may_read_it(served: Served, make_token: TokenFactory) -> None:
+    """JSON sent as a form (Flask's get_json(force=True) reads it), a latin-1 charset, a UTF-16
+    form, spaces around the token (a serializer's CharField trims them): a revoked token in any
+    of them is refused, and a logout in any of them revokes it."""
+    bodies: list[tuple[dict[str, str], Callable[[str], bytes]]] = [
+        (FORM, lambda t: refresh_json(t)),
+        (
+            {"Content-Type": "application/json; charset=latin-1"},
+            lambda t: f'{{"refresh": "{t}", "by": "José"}}'.encode("latin-1"),
+        ),
+        (
+            {"Content-Type": "application/x-www-form-urlencoded; charset=utf-16"},
+            lambda t: f"refresh={t}".encode("utf-16"),
+        ),
+        (JSON, lambda t: json.dumps({"refresh": f"  {t}\n"}).encode()),
+    ]
+    with httpx.Client(base_url=served.base_url) as client:
+        for i, (headers, shape) in enumerate(bodies):
+            token = refresh_token(make_token, 10 + i)
+            assert client.post("/auth/logout", content=shape(token), headers=headers).status_code == 200
+            calls = served.app.calls
+            again = client.post(REFRESH_PATH, content=shape(token), headers=headers)
+            assert (again.status_code, again.json(), served.app.calls) == (401, REVOKED, calls), headers
 
 
 # ---- 4. form bodies work as JSON does -------------------------------------------
@@ -782,3 +809,27 @@ def test_burst_of_simultaneous_connections_through_uvicorn(redis_url: str, make_
         replies = asyncio.run(_socket_burst(running.address, bodies))
         _check_echoes(replies, bodies, lambda n: n % 5 == 0)
         assert running.app.calls == BURST - BURST // 5
+
+
+def _post_raw(address: str, path: str, head: str, body: bytes) -> Reply:
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{head}\r\n".encode() + body)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return Reply(response.status, response.headers, response.read())
+
+
+@pytest.mark.parametrize("path", [REFRESH_PATH, "/auth/logout"])
+def test_a_malformed_chunked_body_is_a_400_never_a_500(
+    served: Served, store: redis.Redis, make_token: TokenFactory, path: str
+) -> None:
+    access = make_token(token_type="access", jti="a-9", sid="s-9")
+    head = f"Authorization: Bearer {access}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+    reply = _post_raw(served.address, path, head, b"zz\r\n{}\r\n0\r\n\r\n")
+    if not served.asgi:  # an ASGI server refuses the framing itself, before signout
+        assert reply.status == 400 and reply.json()["error"] == "invalid_request"
+        if path == "/auth/logout":
+            # The Bearer token still died; the answer says the body was not read.
+            assert "could not be read (broken)" in reply.json()["message"] and store.dbsize() == 1
+    assert reply.status < 500

@@ -521,3 +521,78 @@ def test_refresh_paths_with_no_fields_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
         SignOutMiddleware(starlette_app(), key=SECRET, refresh_paths=[REFRESH], refresh_body_fields=[])
     assert caught.value.kwarg == "refresh_body_fields"
+
+
+# ---- review fixes -------------------------------------------------------------------
+
+
+def test_a_logout_whose_body_is_too_large_still_revokes_the_bearer_token_and_says_what_it_did_not(
+    client: Client,
+) -> None:
+    c = client()
+    access = keycloak("Bearer", aud=None)
+    r = c.post("/auth/logout", headers=bearer(access), json={"refresh": "x", "pad": "y" * 30000})
+    assert r.status_code == 413 and "a refresh token in it was not revoked" in r.json()["message"]
+    assert r.headers["set-cookie"].startswith('refresh_token=""; Path=/auth/refresh;')
+    assert refused(c.get("/me", headers=bearer(access)), "Token has been revoked")
+
+
+def test_a_get_under_a_broad_refresh_cookie_path_is_not_a_use(client: Client) -> None:
+    """A refresh cookie on Path=/ rides along with GET /me too; only a refresh (a POST) uses the token."""
+    clock = Clock()
+    c = client(refresh_cookie_path="/", refresh_rotation=True, refresh_reuse_grace=0, clock=clock)
+    cookie = {"Cookie": f"refresh_token={keycloak('Refresh', aud=None)}"}
+    assert c.get("/me", headers=cookie).status_code == 200
+    assert c.get("/me", headers=cookie).status_code == 200
+    assert c.post("/auth/refresh", headers=cookie).status_code == 200
+    clock.now += 1
+    assert refused(
+        c.post("/auth/refresh", headers=cookie), "Refresh token was already used; its login has been revoked"
+    )
+
+
+def wsgi_rotating(app: Any, redis_url: str) -> Any:
+    from signout import SignOutWSGIMiddleware
+
+    return SignOutWSGIMiddleware(app, key=SECRET, redis_url=redis_url, refresh_rotation=True, refresh_reuse_grace=0)
+
+
+def refresh_environ() -> dict[str, Any]:
+    cookie = f"refresh_token={keycloak('Refresh', aud=None)}"
+    return {"REQUEST_METHOD": "POST", "PATH_INFO": "/auth/refresh", "HTTP_COOKIE": cookie, "wsgi.input": None}
+
+
+def test_wsgi_the_apps_iterable_is_closed_once_even_when_never_iterated(redis_url: str) -> None:
+    closed: list[bool] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"new tokens"
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Body:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+
+    result: Any = wsgi_rotating(app, redis_url)(refresh_environ(), lambda *a: None)
+    result.close()  # a server whose client went away closes without iterating
+    result.close()
+    assert closed == [True]
+
+
+def test_wsgi_a_second_start_response_with_exc_info_records_no_second_use(redis_url: str) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise RuntimeError("the app failed after starting")
+        except RuntimeError:
+            import sys
+
+            start_response("200 OK", [("Content-Type", "text/plain")], sys.exc_info())  # PEP 3333 allows it
+        return [b"new tokens"]
+
+    statuses: list[str] = []
+    body = b"".join(wsgi_rotating(app, redis_url)(refresh_environ(), lambda s, h, e=None: statuses.append(s)))
+    assert statuses == ["200 OK", "200 OK"] and body == b"new tokens"

@@ -49,22 +49,22 @@ class Answers:
             },
             *logout,
         )
-        self.logout_too_large = answer(
-            413,
-            {
-                "error": "invalid_request",
-                "message": "Request body too large: cookies were cleared, but nothing was revoked",
-            },
-            *logout,
-        )
-        self.logout_unreadable = answer(
-            415,
-            {
-                "error": "invalid_request",
-                "message": "The body's Content-Type is ambiguous: cookies were cleared, but nothing was revoked",
-            },
-            *logout,
-        )
+        #: A logout whose body could not be read, by the status saying why: 413 too large,
+        #: 400 broken, 415 multipart. Everything outside the body was revoked; this says what was not.
+        self.logout_body_unread = {
+            status: answer(
+                status,
+                {
+                    "error": "invalid_request",
+                    "message": (
+                        f"Cookies were cleared and the tokens sent outside the body were revoked, but the body "
+                        f"could not be read ({why}): a refresh token in it was not revoked"
+                    ),
+                },
+                *logout,
+            )
+            for status, why in ((413, "too large"), (400, "broken"), (415, "multipart is not read"))
+        }
         self.logged_out_everywhere = answer(200, {"message": "Successfully logged out from SSO session"}, *logout)
         self.not_recorded = answer(
             503,
@@ -109,6 +109,9 @@ class Answers:
             405, {"error": "invalid_request", "error_description": "Use POST"}, (b"allow", b"POST")
         )
         self.too_large = answer(413, {"error": "invalid_request", "error_description": "Request body too large"})
+        self.broken_body = answer(
+            400, {"error": "invalid_request", "error_description": "The request body could not be read"}
+        )
         self.unreadable_body = answer(
             415,
             {

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from .errors import StoreError
 from .http import Answer, Request
 from .options import Options
-from .steps import Claim, Fetch, Pass, Read, Respond, Step
+from .steps import Claim, Fetch, Pass, Read, Respond, Step, Unread
 from .stores.base import AsyncStore
 from .wiring import CLAIMS_KEY, Adapter
 
@@ -149,9 +149,9 @@ async def _bounded(call: Awaitable[T], seconds: float) -> T:
     return await asyncio.wait_for(call, seconds)  # pragma: no cover - Python 3.10
 
 
-async def _read_body(receive: Receive, limit: int, held: list[Message]) -> bytes | None:
-    """The request body, or ``None`` once it passes ``limit`` (read no further); every message
-    received is kept in ``held``, so the app can be handed them as they came (``_replay``)."""
+async def _read_body(receive: Receive, limit: int, held: list[Message]) -> bytes | Unread:
+    """The request body, or ``Unread.TOO_LARGE`` once it passes ``limit`` (read no further); every
+    message received is kept in ``held``, so the app can be handed them as they came (``_replay``)."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -162,7 +162,7 @@ async def _read_body(receive: Receive, limit: int, held: list[Message]) -> bytes
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            return None
+            return Unread.TOO_LARGE
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -200,7 +200,7 @@ def build_settings(
     trusted_origins: Iterable[str] = (),
     revoke_path: str | None = "/auth/revoke",
     clients: Mapping[str, str | bytes] | None = None,
-    max_body_bytes: int = 8192,
+    max_body_bytes: int = 20480,
     on_event: Sink | None = None,
     verified_cache_size: int = 4096,
     clock: Clock | None = None,
@@ -316,6 +316,9 @@ def build_settings(
         or not 256 <= max_token_bytes <= 1 << 20
     ):
         raise ConfigError("max_token_bytes", "must be a whole number of bytes from 256 to 1048576")
+    if refresh and body_limit < max_token_bytes:
+        # A refresh body holding a token of the longest accepted size would get 413.
+        raise ConfigError("max_body_bytes", f"must be at least max_token_bytes ({max_token_bytes}) with refresh_paths")
     verifier = Verifier(
         keys=keys,
         algorithms=algs,

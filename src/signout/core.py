@@ -17,7 +17,7 @@ from typing import cast
 from . import kinds, rules
 from .answers import Answers
 from .audit import AuditEvent, Auditor, ids
-from .bodies import UnreadableBody, carries_fields, refresh_tokens
+from .bodies import UnreadableBody, has_body_type, refresh_tokens
 from .config import Settings
 from .csrf import cross_site
 from .endpoint import revocation_endpoint
@@ -36,7 +36,7 @@ from .http import (
 )
 from .layout import Lookup, Write
 from .rotation import refresh_uses
-from .steps import Commit, Fetch, Pass, Read, Respond, Row, Step
+from .steps import Commit, Fetch, Pass, Read, Respond, Row, Step, Unread
 from .tokens import Source, Token
 
 log = logging.getLogger("signout")
@@ -187,16 +187,17 @@ class Engine:
             return self._guard_one(request, *presented[0], now)
         return self._guard_many(request, presented, now)
 
-    def _guard_body(self, request: Request, presented: list[tuple[Source, str]], body: bytes | None) -> Step:
+    def _guard_body(self, request: Request, presented: list[tuple[Source, str]], body: bytes | Unread) -> Step:
         s = self.settings
-        if body is None:
-            self.event(request, "rejected", "invalid_request", reason="refresh body too large")
-            return Respond(self.answers.too_large)
+        a = self.answers
+        if isinstance(body, Unread):
+            self.event(request, "rejected", "invalid_request", reason=f"refresh body {body.name.lower()}")
+            return Respond(a.too_large if body is Unread.TOO_LARGE else a.broken_body)
         try:
             found = refresh_tokens(request.headers, body, s.refresh_body_fields)
         except UnreadableBody:
-            self.event(request, "rejected", "invalid_request", reason="refresh body not JSON or a form")
-            return Respond(self.answers.unreadable_body)
+            self.event(request, "rejected", "invalid_request", reason="refresh body is multipart")
+            return Respond(a.unreadable_body)
         presented = presented + [(Source.REFRESH_BODY, raw) for raw in found]
         if not presented:
             return _PASS
@@ -304,29 +305,32 @@ class Engine:
             now = s.clock()
             return self._everywhere(request, self._revocable(presented, now), final, now)
 
-        def with_body(body: bytes | None) -> Step:
-            if body is None:
-                # A refresh token may be in what was not read: say nothing was revoked.
-                self.event(request, name, "nothing_revoked", reason="body too large")
-                return Respond(a.logout_too_large)
-            try:
-                found = refresh_tokens(request.headers, body, s.refresh_body_fields)
-            except UnreadableBody:
-                # Two Content-Types that disagree: the app may read a token there, signout cannot.
-                self.event(request, name, "nothing_revoked", reason="body type ambiguous")
-                return Respond(a.logout_unreadable)
+        def with_body(body: bytes | Unread) -> Step:
+            found: list[str] = []
+            unread: Answer | None = None
+            if isinstance(body, Unread):
+                unread = a.logout_body_unread[body.value]
+            else:
+                try:
+                    found = refresh_tokens(request.headers, body, s.refresh_body_fields)
+                except UnreadableBody:
+                    unread = a.logout_body_unread[415]
             now = s.clock()
             tokens = self._revocable(presented + [(Source.REFRESH_BODY, raw) for raw in found], now)
             answer = final
-            if any(t.jti is None and t.sid is None for t in tokens):
+            if unread is not None:
+                # The tokens outside the body still die; the answer says a refresh token in it did not.
+                log.warning("signout: a logout body could not be read; a refresh token in it was not revoked")
+                answer = unread
+            elif any(t.jti is None and t.sid is None for t in tokens):
                 # Only with require_revocable=False: nothing can end this token before exp.
                 log.warning("signout: logged out a token with neither jti nor sid; it stays valid until it expires")
                 answer = a.logged_out_unrevoked if final is a.logged_out else final
             return self._commit(request, name, tokens, rules.token_writes(self.policy, tokens, now), answer, now)
 
-        # simplejwt's clients post {"refresh": ...} to log out: that token dies too. Bodies of
-        # other types (a browser's empty POST) are not read: nothing there names a token.
-        if carries_fields(request.headers):
+        # simplejwt's clients post {"refresh": ...} to log out: that token dies too. A body
+        # with no declared type is not read (a browser's empty POST names no token).
+        if has_body_type(request.headers):
             return Read(limit=s.max_body_bytes, resume=with_body)
         return with_body(b"")
 

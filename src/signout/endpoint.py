@@ -16,7 +16,7 @@ from . import kinds, rules
 from .errors import TokenError
 from .http import Request, basic_credentials, content_type, form, query_param
 from .layout import Write
-from .steps import Commit, Read, Respond, Step
+from .steps import Commit, Read, Respond, Step, Unread
 from .tokens import Source, Token
 
 if TYPE_CHECKING:
@@ -48,9 +48,11 @@ def revocation_endpoint(engine: Engine, request: Request) -> Step:
         engine.event(request, "revocation", "invalid_client")
         return Respond(a.invalid_client)
 
-    def parse(body: bytes | None) -> Step:
-        if body is None:
+    def parse(body: bytes | Unread) -> Step:
+        if body is Unread.TOO_LARGE:
             return Respond(a.too_large)
+        if isinstance(body, Unread):
+            return Respond(a.bad_revoke_request("the request body could not be read"))
         kind = content_type(request.headers)
         flags = {
             "revoke": query_param(request.query, "revoke"),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from . import rules
 from .http import Request
 from .steps import Claim, Commit, Pass, Respond, Step
-from .tokens import Token
+from .tokens import Source, Token
 
 if TYPE_CHECKING:
     from .core import Engine
@@ -32,8 +32,18 @@ def refresh_uses(
     for token, first in zip(tokens, first_uses, strict=True):
         if token.source in rules.REFRESH_SOURCES and first is not None and reused(engine, now - first):
             return reuse(engine, request, token, now)
+    # A refresh is a POST (RFC 6749 section 3.2): a GET under a broad refresh cookie path
+    # (Path=/auth and GET /auth/me) uses nothing. A refresh path names the endpoint itself.
     # One claim per refresh token: the same token sent twice in one request is one use.
-    refresh = list({(t.iss, t.jti): t for t in tokens if t.source in rules.REFRESH_SOURCES}.values())
+    refresh = list(
+        {
+            (t.iss, t.jti): t
+            for t in tokens
+            if t.source is Source.REFRESH_BODY or (t.source is Source.REFRESH_COOKIE and request.method == "POST")
+        }.values()
+    )
+    if not refresh:
+        return Pass(tokens[0])
     return Pass(tokens[0], after=lambda: mark_used(engine, request, refresh))
 
 

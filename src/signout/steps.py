@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 from .http import Answer
 from .layout import Lookup, Write
@@ -40,12 +41,19 @@ class Respond:
     answer: Answer
 
 
+class Unread(Enum):
+    """Why a body was not read whole."""
+
+    TOO_LARGE = 413  # longer than the limit: read no further
+    BROKEN = 400  # the stream failed (a malformed chunked body)
+
+
 @dataclass(slots=True)
 class Read:
-    """Read the request body, at most ``limit`` bytes; resume with ``None`` if it is longer."""
+    """Read the request body, at most ``limit`` bytes; resume with it, or with why it was not read."""
 
     limit: int
-    resume: Callable[[bytes | None], Step]
+    resume: Callable[[bytes | Unread], Step]
 
 
 @dataclass(slots=True)

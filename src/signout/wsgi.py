@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import StoreError
 from .http import READ_HEADERS, Answer, Request
 from .options import Options
-from .steps import Claim, Fetch, Pass, Read, Respond, Step
+from .steps import Claim, Fetch, Pass, Read, Respond, Step, Unread
 from .stores.base import SyncStore
 from .wiring import CLAIMS_KEY, Adapter
 
@@ -57,18 +57,22 @@ class SignOutWSGIMiddleware(Adapter):
     def _after(self, after: Callable[[], Step], environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Run the app; when it answers with a 2xx, drive ``after`` first, and send the answer
         it ends in instead of the app's (refresh rotation: only on refresh requests)."""
-        replaced: list[Answer] = []
+        swap = _Swapped()
 
         def starting(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
-            if status[:1] == "2" and not replaced:
-                step = self._drive(after(), environ)
+            # Decided once: an app calling again with exc_info (PEP 3333) must not record a second use.
+            if not swap.decided:
+                swap.decided = True
+                step = self._drive(after(), environ) if status[:1] == "2" else None
                 if isinstance(step, Respond):
-                    replaced.append(step.answer)
-                    _start(step.answer, start_response, exc_info)
-                    return _discard
+                    swap.answer = step.answer
+            if swap.answer is not None:
+                _start(swap.answer, start_response, exc_info)
+                return _discard
             return start_response(status, headers, exc_info)  # type: ignore[no-any-return]
 
-        return _swapped(self.app(environ, starting), replaced)
+        swap.result = self.app(environ, starting)
+        return swap
 
     def _drive(self, step: Step, environ: Environ) -> Pass | Respond:
         """Do the I/O each step asks for; every decision is the engine's."""
@@ -119,34 +123,53 @@ def _discard(data: bytes) -> None:
     """The ``write`` of an answer signout replaced: the app's bytes go nowhere."""
 
 
-def _swapped(result: Iterable[bytes], replaced: list[Answer]) -> Iterator[bytes]:
-    """The app's body, or, once its answer was replaced (``replaced``), signout's in its place."""
-    try:
-        for chunk in result:
-            if replaced:
-                break
-            yield chunk
-        if replaced:
-            yield replaced[0].body
-    finally:
+class _Swapped:
+    """The app's body, or signout's answer in its place once ``answer`` is set (refresh rotation).
+
+    ``close`` closes the app's iterable exactly once, whether or not the server
+    iterated (PEP 3333: the server calls it on what it was handed, which is this).
+    """
+
+    def __init__(self) -> None:
+        self.decided = False
+        self.answer: Answer | None = None
+        self.result: Iterable[bytes] = ()
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.answer is None:
+            for chunk in self.result:
+                if self.answer is not None:  # start_response was called while iterating
+                    break
+                yield chunk
+        if self.answer is not None:
+            yield self.answer.body
+
+    def close(self) -> None:
+        result, self.result = self.result, ()
         close = getattr(result, "close", None)
         if close is not None:
-            close()  # PEP 3333: the server would have called it on the app's iterable
+            close()
 
 
-def _read_body(environ: Environ, limit: int) -> bytes | None:
-    """At most ``limit`` bytes of body, or ``None`` when it is longer (read no further).
+def _read_body(environ: Environ, limit: int) -> bytes | Unread:
+    """At most ``limit`` bytes of body, or why it was not read whole.
 
     What is read is put back as ``wsgi.input`` (with a true ``CONTENT_LENGTH``),
     so an app handed the request reads the same bytes."""
-    data = _take_body(environ, limit)
+    try:
+        data = _take_body(environ, limit)
+    except Exception:
+        # A stream the server cannot read (a malformed chunked body) is the client's fault,
+        # never a 500; the app, handed it, would fail the same way.
+        return Unread.BROKEN
     if data:
         environ["wsgi.input"] = io.BytesIO(data)
         environ["CONTENT_LENGTH"] = str(len(data))
-    return data
+    return Unread.TOO_LARGE if data is None else data
 
 
 def _take_body(environ: Environ, limit: int) -> bytes | None:
+    """The body, or ``None`` when it is longer than ``limit`` (read no further)."""
     stream = environ.get("wsgi.input")
     if stream is None:
         return b""

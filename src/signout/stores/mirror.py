@@ -155,12 +155,12 @@ class MirrorStore:
 
     async def claim(self, write: Write, now: float) -> Value:
         held = await self.redis.claim(write, now)
-        self._keep_own((write,), now)
+        self._keep_own((_as_held(write, held),), now)
         return held
 
     def claim_sync(self, write: Write, now: float) -> Value:
         held = self.redis.claim_sync(write, now)
-        self._keep_own((write,), now)
+        self._keep_own((_as_held(write, held),), now)
         return held
 
     def fetch_sync(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
@@ -209,3 +209,11 @@ class MirrorStore:
 
     def _copied(self) -> None:
         self.resyncs += 1
+
+
+def _as_held(claim: Write, held: Value) -> Write:
+    """A claim as Redis settled it: the value already there, else the claim's (the first use stays first)."""
+    if held is None:
+        return claim
+    name = claim.fields[0][0]
+    return Write(claim.key, ((name, held if isinstance(held, bytes) else held.encode()),))
