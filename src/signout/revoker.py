@@ -16,11 +16,12 @@ from typing import Any, TypeAlias
 
 from . import kinds, rules
 from .audit import AuditEvent, Auditor, Sink, ids
+from .claims import user_of
 from .config import Clock, Settings, build_settings
 from .errors import ConfigError, InvalidClaim
 from .layout import Lookup, Write
 from .stores.resolve import resolve_store
-from .tokens import Source, Token, Verifier, user_of
+from .tokens import Source, Token, Verifier
 
 TokenLike: TypeAlias = Mapping[str, Any] | str
 

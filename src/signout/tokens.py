@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import binascii
 import json
-import math
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 from jwt.algorithms import get_default_algorithms
 
 from . import kinds
+from .claims import copy_claims, copy_value, number, string, user_of
 from .errors import (
     BadSignature,
     DisallowedAlgorithm,
@@ -86,7 +86,7 @@ class Token:
         """A copy deep enough that editing it (``claims["roles"].append(...)``) leaves the cache alone."""
         if self.verified is not None:
             return self.verified.copy_claims()
-        return _copy(self.claims)
+        return copy_claims(self.claims)
 
 
 class _Verified:
@@ -144,7 +144,7 @@ class _Verified:
     def copy_claims(self) -> dict[str, Any]:
         out = self.claims.copy()
         for name in self._nested:
-            out[name] = _copy_value(out[name])
+            out[name] = copy_value(out[name])
         return out
 
 
@@ -322,21 +322,21 @@ class Verifier:
             # revocation, which lives max_token_lifetime at most.
             if claims.get(claim) is None:
                 raise InvalidClaim(claim, "is missing")
-        exp, iat = _number(claims, "exp"), _number(claims, "iat")
+        exp, iat = number(claims, "exp"), number(claims, "iat")
         assert exp is not None  # required just above
         if iat is not None and exp - iat > self.max_lifetime + self.leeway:
             raise InvalidClaim("exp", "is further from iat than max_token_lifetime")
-        sid, jti = _string(claims, "sid"), _string(claims, "jti")
+        sid, jti = string(claims, "sid"), string(claims, "jti")
         if self._require_revocable and sid is None and jti is None:
             raise UnrevocableToken()
         return _Verified(
             claims=claims,
-            iss=_string(claims, "iss") or "",
+            iss=string(claims, "iss") or "",
             sub=user_of(claims, self.user_claim),
             sid=sid,
             jti=jti,
             iat=iat,
-            nbf=_number(claims, "nbf"),
+            nbf=number(claims, "nbf"),
             exp=exp,
             kind=kinds.kind_of(header_kind, claims),
         )
@@ -386,21 +386,6 @@ class Verifier:
         return known
 
 
-def user_of(claims: Mapping[str, Any], claim: str) -> str | None:
-    """The user a token names in ``claim`` (``user_claim``), as a string; ``None`` if it names none.
-
-    ``sub`` is a string (RFC 7519 4.1.2). Other claims are the issuer's own, and
-    some are integers (djangorestframework-simplejwt's ``user_id``): an integer
-    is its decimal string, so ``user_id: 42`` and a CLI's ``revoke-user 42`` meet.
-    """
-    value = claims.get(claim)
-    if claim != "sub" and type(value) is int:
-        return str(value)
-    if value is None or (isinstance(value, str) and value):
-        return value
-    raise InvalidClaim(claim, "must be a non-empty string" if claim == "sub" else "must be a string or an integer")
-
-
 def _b64decode(segment: str) -> bytes:
     # _SHAPE let through only the base64url alphabet, so the lenient C decoder
     # reads exactly what base64.urlsafe_b64decode would, minus its Python layers.
@@ -413,19 +398,6 @@ def _verifies(algorithm: Any, message: bytes, key: Any, signature: bytes) -> boo
     except Exception:
         # A signature of the wrong length or shape is simply not a valid one.
         return False
-
-
-def _copy(claims: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy deep enough that editing it (``claims["roles"].append(...)``) leaves the cache alone."""
-    return {k: _copy_value(v) for k, v in claims.items()}
-
-
-def _copy_value(value: Any) -> Any:
-    if type(value) is dict:
-        return {k: _copy_value(v) for k, v in value.items()}
-    if type(value) is list:
-        return [_copy_value(v) for v in value]
-    return value  # str, int, float, bool, None: immutable
 
 
 def _header(segment: str) -> dict[str, Any]:
@@ -441,22 +413,3 @@ def _header(segment: str) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise MalformedToken()
     return header
-
-
-def _number(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    # bool is an int in Python, but ``"exp": true`` is not a NumericDate (RFC 7519 section 2).
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidClaim(name, "must be a number")
-    return float(value)
-
-
-def _string(claims: Mapping[str, Any], name: str) -> str | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidClaim(name, "must be a non-empty string")
-    return value
