@@ -20,6 +20,8 @@ import uvicorn
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from starlette.testclient import TestClient
+from werkzeug.serving import WSGIRequestHandler as WerkzeugHandler
+from werkzeug.serving import make_server as make_werkzeug_server
 
 from .conftest import free_port
 
@@ -139,7 +141,25 @@ class _QuietHandler(WSGIRequestHandler):
 @contextmanager
 def wsgiref_server(app: Any) -> Iterator[str]:
     """``host:port`` of ``app`` served by ``wsgiref.simple_server`` in a background thread."""
-    server = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
+    with _in_thread(make_server("127.0.0.1", 0, app, handler_class=_QuietHandler), "wsgiref") as address:
+        yield address
+
+
+class _QuietWerkzeugHandler(WerkzeugHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+@contextmanager
+def werkzeug_server(app: Any) -> Iterator[str]:
+    """``host:port`` of ``app`` served by werkzeug's threaded server (HTTP/1.1, chunked bodies)."""
+    server = make_werkzeug_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietWerkzeugHandler)
+    with _in_thread(server, "werkzeug") as address:
+        yield address
+
+
+@contextmanager
+def _in_thread(server: Any, name: str) -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
@@ -148,4 +168,4 @@ def wsgiref_server(app: Any) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(10)
-        assert not thread.is_alive(), "wsgiref did not stop"
+        assert not thread.is_alive(), f"{name} did not stop"

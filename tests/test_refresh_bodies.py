@@ -29,14 +29,19 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import redis
-from werkzeug.serving import WSGIRequestHandler
-from werkzeug.serving import make_server as make_werkzeug_server
 
 from signout import CLAIMS_KEY, SignOutMiddleware, SignOutWSGIMiddleware
 from signout.config import build_settings
 
 from .conftest import SECRET, RedisServer, TokenFactory
-from .framework_helpers import DELETED_REFRESH_COOKIE, REVOKED, hypercorn_server, uvicorn_server, wsgiref_server
+from .framework_helpers import (
+    DELETED_REFRESH_COOKIE,
+    REVOKED,
+    hypercorn_server,
+    uvicorn_server,
+    werkzeug_server,
+    wsgiref_server,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -117,26 +122,6 @@ class EchoWSGI:
         data = _echo(body, environ.get(CLAIMS_KEY), 1, environ.get("CONTENT_TYPE"))
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
-@contextmanager
-def werkzeug_server(app: Any) -> Iterator[str]:
-    """``host:port`` of ``app`` served by werkzeug's threaded server in a background thread."""
-    server = make_werkzeug_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-        assert not thread.is_alive(), "werkzeug did not stop"
 
 
 @dataclass
