@@ -106,8 +106,7 @@ def _revoke(engine: Engine, request: Request, client_id: str, raw: str, scope: s
     if s.check_token_type and token.kind not in kinds.REVOCABLE:
         engine.event(request, "revocation", "refused", token, client_id=client_id, reason=f"{token.kind} token")
         return Respond(a.bad_revoke_request("ID and logout tokens are not revoked here", "unsupported_token_type"))
-    missing = {"user": "sub" if token.sub is None else None, "session": "sid" if token.sid is None else None}
-    if missing.get(scope) is not None:
+    if (scope == "user" and token.sub is None) or (scope == "session" and token.sid is None):
         # Nothing reaches what revoke= names: say so, never a quiet {"revoked": false}.
         claim = s.user_claim if scope == "user" else "sid"
         engine.event(request, "revocation", "nothing_revoked", token, client_id=client_id, scope=scope)

@@ -79,7 +79,7 @@ def lookups(
 ) -> tuple[tuple[Lookup, ...], list[str | None]]:
     """One lookup per bucket (tokens of one user share it), and each token's bucket.
 
-    With ``rotation``, each refresh token's first use is read too (``first_use``),
+    With ``rotation``, each refresh token's first use is read too (``first_uses``),
     from the same bucket: still one round trip.
     """
     fields: dict[str, list[bytes]] = {}
