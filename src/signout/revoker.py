@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 
 from . import kinds, rules
 from .audit import AuditEvent, Auditor, Sink, ids
-from .claims import user_of
+from .claims import string, user_of
 from .config import Clock, Settings, build_settings
 from .errors import ConfigError, InvalidClaim
 from .layout import Lookup, Write
@@ -89,12 +89,6 @@ class Revoker:
             # The verified cache's Token is the guard's; app code gets one of its own.
             return dataclasses.replace(shared, claims=shared.app_claims(), verified=None)
 
-        def text(name: str) -> str | None:
-            value = token.get(name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidClaim(name, "must be a non-empty string")
-            return value
-
         def number(name: str) -> float | None:
             value = token.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -105,10 +99,10 @@ class Revoker:
         return Token(
             source=Source.HEADER,
             claims=token,
-            iss=text("iss") or "",
+            iss=string(token, "iss") or "",
             sub=user_of(token, self._user_claim),
-            sid=text("sid"),
-            jti=text("jti"),
+            sid=string(token, "sid"),
+            jti=string(token, "jti"),
             iat=number("iat"),
             exp=exp if exp is not None else now + self.policy.max_token_lifetime,
             kind=kinds.kind_of(None, token),
