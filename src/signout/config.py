@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .http import deletion_cookie, path_matches
 from .http import origin_of as _origin
 from .keys import parse_algorithms, parse_keys
-from .tokens import Verifier
+from .tokens import MAX_TOKEN_CHARS, Verifier
 
 Clock = Callable[[], float]
 
@@ -211,7 +211,7 @@ def build_settings(
     refresh_body_fields: Iterable[str] = ("refresh", "refresh_token"),
     refresh_rotation: bool = False,
     refresh_reuse_grace: float | timedelta = DEFAULT_REUSE_GRACE,
-    max_token_bytes: int = 16384,
+    max_token_bytes: int = MAX_TOKEN_CHARS,
 ) -> Settings:
     """Validate every kwarg; raise ``ConfigError`` naming the first bad one."""
     algs = parse_algorithms(algorithms)

@@ -70,20 +70,21 @@ class MemoryStore:
     def claim_sync(self, write: Write, now: float) -> Value:
         """Merge one claim (``layout.claim_value``); the value its field held before, ``None`` if none."""
         with self._lock:
-            return self._merge(write, now).get(write.fields[0][0])
+            entry = self._buckets.get(write.key)
+            held = None if entry is None or entry[0] <= now else entry[1].get(write.fields[0][0])
+            self._merge(write, now)
+        return held
 
     async def claim(self, write: Write, now: float) -> Value:
         return self.claim_sync(write, now)
 
-    def _merge(self, w: Write, now: float) -> dict[bytes, bytes]:
-        """Merge one write under the lock; the live fields its bucket held before."""
+    def _merge(self, w: Write, now: float) -> None:
+        """Merge one write (under the lock)."""
         entry = self._buckets.get(w.key)
         fields = {} if entry is None or entry[0] <= now else entry[1]
-        before = dict(fields)
         for name, value in w.fields:
             fields[name] = layout.merge(fields.get(name), value)
         self._keep(w.key, fields, now)
-        return before
 
     async def fetch(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
         return self.fetch_sync(lookups, now)

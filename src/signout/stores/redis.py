@@ -333,9 +333,7 @@ class RedisStore:
             results = await _queue(pipe, [writes[i] for i in pending], now, whole=True).execute()
         except _FAILURES as exc:
             raise StoreError(f"redis write failed: {type(exc).__name__}") from exc
-        for i, result in zip(pending, results, strict=True):
-            replies[i] = result
-        return replies
+        return _placed(replies, pending, results)
 
     # ---- sync ----------------------------------------------------------
 
@@ -378,9 +376,7 @@ class RedisStore:
             results = _queue(pipe, [writes[i] for i in pending], now, whole=True).execute()
         except _FAILURES as exc:
             raise StoreError(f"redis write failed: {type(exc).__name__}") from exc
-        for i, result in zip(pending, results, strict=True):
-            replies[i] = result
-        return replies
+        return _placed(replies, pending, results)
 
     def _refused(self, results: Sequence[object], replies: list[Any]) -> list[int]:
         """Which writes' ``EVALSHA`` Redis refused, so did not run (the others' replies go into
@@ -420,6 +416,13 @@ class RedisStore:
         if self._url is not None and self._sync is not None:
             self._sync.close()
             self._sync = None
+
+
+def _placed(replies: list[Any], pending: Sequence[int], results: Sequence[Any]) -> list[Any]:
+    """``replies`` with the results of the writes sent whole (``pending``) in their places."""
+    for i, result in zip(pending, results, strict=True):
+        replies[i] = result
+    return replies
 
 
 def _claimed(replies: list[Any]) -> Value:
