@@ -87,10 +87,11 @@ def _accepts(port: int) -> bool:
 
 
 @contextmanager
-def uvicorn_server(app: Any) -> Iterator[str]:
-    """``host:port`` of ``app`` served by uvicorn in a background thread."""
+def uvicorn_server(app: Any, **options: Any) -> Iterator[str]:
+    """``host:port`` of ``app`` served by uvicorn in a background thread; ``options``: more
+    ``uvicorn.Config`` kwargs (``proxy_headers=False``...)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -1,7 +1,10 @@
 """The ``signout`` command line, against the real redis-server, proven through the middleware.
 
-Each subprocess costs ~0.3 s, so the effects an operator relies on run as
-``python -m signout``; error paths and variants call ``main()`` in process.
+Each subprocess costs ~0.2 s, so the effects an operator relies on run the
+installed ``signout`` console script; error paths and variants call ``main()``
+in process. ``test_cli_console.py`` holds the operator-facing contract (SPEC
+section 9): missing bucket claims, what a revoke prints, options on either side
+of the command, a closed stdout.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,13 +32,18 @@ from .conftest import ISS, SECRET, TokenFactory, claims, free_port
 
 pytestmark = pytest.mark.redis
 
+# The console script pip installs next to the interpreter; `python -m signout` where there is none.
+_SCRIPT = Path(sys.executable).with_name("signout")
+SIGNOUT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "signout"]
+REVOKED_LINE = r"revoked: {what}; kept until \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ in key signout:\{{[0-9a-f]{{4}}\}}"
+
 
 def cli(*args: str, url: str | None, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     environ = {"PATH": os.environ.get("PATH", ""), **env}
     if url is not None:
         environ["REDIS_URL"] = url
     return subprocess.run(
-        [sys.executable, "-m", "signout", *args],
+        [*SIGNOUT, *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -77,26 +86,31 @@ def test_revoke_user_logs_the_user_out_everywhere(redis_url: str, make_token: To
 
     done = cli("revoke-user", "alice", "--iss", ISS, url=redis_url)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"revoked: every token of sub 'alice' (iss '{ISS}') issued at or before 20")
+    what = rf"user cutoff \(sub 'alice', iss '{re.escape(ISS)}'\): every token issued at or before 20\S+Z"
+    assert re.fullmatch(REVOKED_LINE.format(what=what) + "\n", done.stdout), done.stdout
     assert done.stderr == ""
     assert [status(app, t) for t in (phone, laptop, bob)] == [401, 401, 200]
     # A login after the cutoff works again.
     assert status(app, make_token(sid="s-4", jti="j-4", iat=int(time.time()) + 2)) == 200
 
 
-def test_revoke_session_needs_sub_when_the_tokens_carry_one(redis_url: str, make_token: TokenFactory) -> None:
+def test_revoke_session_needs_sub_when_the_tokens_carry_one(
+    redis_url: str, redis_client: redis.Redis, make_token: TokenFactory
+) -> None:
     app = guarded(redis_url)
     access, refresh = make_token(sid="s-1", jti="j-1"), make_token(sid="s-1", jti="j-2")
     other = make_token(sid="s-2", jti="j-3")
 
+    # Without --sub it would land in the session's own bucket, where these tokens never look.
     missed = cli("revoke-session", "s-1", "--iss", ISS, url=redis_url)
-    assert missed.returncode == 0
-    assert "no --sub" in missed.stderr
-    assert status(app, access) == 200  # stored in the session's own bucket: these tokens never look there
+    assert (missed.returncode, missed.stdout) == (2, "")
+    assert "missing --sub" in missed.stderr and "--no-sub" in missed.stderr
+    assert redis_client.dbsize() == 0
 
     done = cli("revoke-session", "s-1", "--sub", "alice", "--iss", ISS, url=redis_url)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"revoked: every token of session 's-1' of sub 'alice' (iss '{ISS}')\n"
+    what = rf"session 's-1' \(sub 'alice', iss '{re.escape(ISS)}'\): every token of that login"
+    assert re.fullmatch(REVOKED_LINE.format(what=what) + "\n", done.stdout), done.stdout
     assert [status(app, t) for t in (access, refresh, other)] == [401, 401, 200]
 
 
@@ -105,7 +119,8 @@ def test_revoke_token_from_stdin(redis_url: str, make_token: TokenFactory) -> No
     token, sibling = make_token(sid="s-1", jti="j-1"), make_token(sid="s-1", jti="j-2")
     done = cli("revoke-token", "-", url=redis_url, stdin=token + "\n", SIGNOUT_KEY=SECRET)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"revoked: token jti 'j-1' of sub 'alice' (iss '{ISS}')\n"
+    what = rf"token jti 'j-1' \(sub 'alice', iss '{re.escape(ISS)}'\)"
+    assert re.fullmatch(REVOKED_LINE.format(what=what) + "\n", done.stdout), done.stdout
     assert token not in done.stdout + done.stderr
     assert [status(app, token), status(app, sibling)] == [401, 200]
 
@@ -117,7 +132,8 @@ def test_revoke_token_by_ids(redis_url: str, make_token: TokenFactory) -> None:
     args = ("revoke-token", "--jti", "j-9", "--exp", str(exp), "--sub", "alice", "--iss", ISS)
     done = cli(*args, url=redis_url)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"revoked: token jti 'j-9' of sub 'alice' (iss '{ISS}')\n"
+    what = rf"token jti 'j-9' \(sub 'alice', iss '{re.escape(ISS)}'\)"
+    assert re.fullmatch(REVOKED_LINE.format(what=what) + "\n", done.stdout), done.stdout
     assert [status(app, token), status(app, sibling)] == [401, 200]
 
 
@@ -130,7 +146,9 @@ def test_revoke_token_with_session_in_process(
     token, refresh = make_token(sid="s-1", jti="j-1"), make_token(sid="s-1", jti="j-2")
     code, out, err = in_process(monkeypatch, capsys, "revoke-token", "--session", stdin=f"Bearer {token}")
     assert (code, err) == (0, "")
-    assert out == f"revoked: token jti 'j-1' and every token of session 's-1' of sub 'alice' (iss '{ISS}')\n"
+    bucket = rf"\(sub 'alice', iss '{re.escape(ISS)}'\)"
+    lines = [rf"token jti 'j-1' {bucket}", rf"session 's-1' {bucket}: every token of that login"]
+    assert re.fullmatch("".join(REVOKED_LINE.format(what=what) + "\n" for what in lines), out), out
     assert [status(app, token), status(app, refresh)] == [401, 401]
 
 
@@ -224,13 +242,13 @@ def test_stats_text_and_estimate(
 def test_help_documents_the_exit_codes() -> None:
     done = cli("--help", url=None)
     assert done.returncode == 0
-    for line in ("exit codes:", "  1  check: the token is revoked", "  4  the store is unreachable or failed"):
+    for line in ("exit codes", "  1    check: the token is revoked", "  4    the store is unreachable", "  70   "):
         assert line in done.stdout
     assert "REDIS_URL" in done.stdout
 
 
 def test_no_redis_url_is_a_usage_error() -> None:
-    done = cli("revoke-user", "alice", url=None)
+    done = cli("revoke-user", "alice", "--iss", ISS, url=None)
     assert done.returncode == 2
     assert done.stdout == ""
     assert "set REDIS_URL" in done.stderr
@@ -241,14 +259,15 @@ def test_unreachable_store(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
     closed = f"redis://127.0.0.1:{free_port()}/0"
     done = cli("revoke-user", "alice", "--iss", ISS, url=closed)
     assert done.returncode == 4
-    assert done.stderr.startswith("signout: redis write failed: ConnectionError")
+    assert done.stderr.startswith("signout: redis write failed: ConnectionError: Error 111 connecting to 127.0.0.1")
+    assert done.stderr.rstrip().endswith(f"[store {closed}]")  # refused: never sent, so no "may"
     assert len(done.stderr.splitlines()) == 1
     assert "Traceback" not in done.stderr
 
     monkeypatch.setenv("REDIS_URL", closed)
     monkeypatch.setenv("SIGNOUT_KEY", SECRET)
     token = signout_token()
-    for argv in (["stats"], ["check"], ["revoke-session", "s-1", "--sub", "alice"]):
+    for argv in (["stats"], ["check"], ["revoke-session", "s-1", "--sub", "alice", "--no-iss"]):
         code, out, err = in_process(monkeypatch, capsys, *argv, stdin=token)
         assert code == 4, argv
         assert len(err.splitlines()) == 1
@@ -261,13 +280,26 @@ def test_unreachable_store(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
         (["revoke-token", "--jti", "j-1"], "--jti needs --exp"),
         (["revoke-token", "--jti", "j-1", "--exp", "2000000000", "tok"], "either a token or --jti"),
         (["revoke-token", "--sub", "alice"], "go with --jti"),
-        (["revoke-token", "--jti", "j-1", "--exp", "1795271731000"], "milliseconds instead of seconds?"),
-        (["revoke-user", "alice", "--at", "2999-01-01T00:00:00Z"], "--at is in the future"),
+        (["revoke-token", "--jti", "j-1", "--exp", "1795271731000", "--no-sub", "--no-iss", "--no-sid"], "seconds?"),
+        (["revoke-token", "--jti", "j-1", "--exp", "2000000000", "--no-iss", "--sub", "a", "--session"], "needs --sid"),
+        (["revoke-token", "--no-iss"], "go with --jti"),
+        (["revoke-user", "alice", "--iss", ISS, "--at", "2999-01-01T00:00:00Z"], "--at is in the future"),
         (["revoke-user", "alice", "--at", "2020-01-01T00:00:00"], "has no time zone"),
         (["revoke-user", "alice", "--at", "yesterday"], "neither epoch seconds nor an ISO 8601 time"),
-        (["revoke-user", "alice", "--prefix", "a{b}"], "--prefix: must be"),
-        (["revoke-user", "alice", "--max-token-lifetime", "5"], "--max-token-lifetime: must be at least"),
-        (["revoke-user", "alice", "--redis-url", "http://localhost"], "--redis-url"),
+        (["revoke-user", "alice", "--no-iss", "--at", "nan"], "'nan' is not a time"),
+        (["revoke-token", "--jti", "j-1", "--exp", "inf", "--no-sub", "--no-iss", "--no-sid"], "'inf' is not a time"),
+        (["revoke-user", "alice", "--no-iss", "--prefix", "a{b}"], "--prefix: must be"),
+        (["revoke-user", "alice", "--no-iss", "--max-token-lifetime", "5"], "--max-token-lifetime: must be at least"),
+        (["revoke-user", "alice", "--no-iss", "--redis-url", "http://localhost"], "--redis-url"),
+        (["revoke-user", "alice", "--no-iss", "--redis-url", "redis://h/0?socket_timeout=x"], "not a valid Redis URL"),
+        (["revoke-user", "alice", "--iss", ""], "may not be empty"),
+        (["revoke-user", "alice", "--iss", ISS, "--no-iss"], "--iss and --no-iss contradict each other"),
+        (["--iss", ISS, "revoke-user", "alice", "--no-iss"], "--iss and --no-iss contradict each other"),
+        (["revoke-session", "s-1", "--sub", "a", "--no-sub", "--no-iss"], "--sub and --no-sub contradict"),
+        (["--sub", "a", "revoke-user", "alice", "--no-iss"], "--sub does nothing for revoke-user"),
+        (["--key-env", "K", "stats"], "--key-env does nothing for stats"),
+        (["--no-iss", "check"], "--no-iss does nothing for check"),
+        (["revoke-user", "alice", "--no-iss", "--json"], "unrecognized arguments: --json"),
         (["revoke-session", ""], "may not be empty"),
         (["check", "--algorithm", "none"], "--algorithm:"),
         (["check", "--key-file", "/nonexistent/key"], "cannot read --key-file"),
@@ -327,8 +359,13 @@ def test_revoke_token_edge_cases(
     assert code == 2
     assert "neither jti nor sid" in err
     assert "revoke-user 'alice'" in err
+    code, _, err = in_process(monkeypatch, capsys, "revoke-token", "--session", stdin=make_token(sid=None))
+    assert code == 2
+    assert "--session: this token has no sid" in err
+    assert redis_client.dbsize() == 0
 
-    code, out, _ = in_process(monkeypatch, capsys, "revoke-token", "--jti", "j-1", "--exp", "1000", "--iss", ISS)
+    argv = ("revoke-token", "--jti", "j-1", "--exp", "1000", "--iss", ISS, "--sub", "alice")
+    code, out, _ = in_process(monkeypatch, capsys, *argv)
     assert code == 0
     assert out.startswith("nothing to revoke: the token expired at 1970-01-01T00:16:40Z")
     assert redis_client.dbsize() == 0
@@ -354,7 +391,7 @@ def test_user_claim_makes_the_cli_reach_what_the_middleware_reads(
     code, out, _ = in_process(monkeypatch, capsys, "check", "--user-claim", "user_id", stdin=one)
     assert code == 0 and "  sub (user_id)  '42'" in out.splitlines() and "  kind  access" in out.splitlines()
     code, out, _ = in_process(monkeypatch, capsys, "revoke-token", "--user-claim", "user_id", stdin=one)
-    assert code == 0 and "of sub '42'" in out
+    assert code == 0 and "(sub '42', no iss)" in out
     assert [status(app, one), status(app, two)] == [401, 200]
-    code, _, _ = in_process(monkeypatch, capsys, "revoke-user", "42")  # the tokens carry no iss
+    code, _, _ = in_process(monkeypatch, capsys, "revoke-user", "42", "--no-iss")  # the tokens carry no iss
     assert code == 0 and [status(app, one), status(app, two)] == [401, 401]

@@ -13,7 +13,7 @@ from signout.config import build_settings
 from signout.core import Engine
 from signout.http import BadAuthorization, Request, bearer_token, cookies, deletion_cookie, origin_of, path_matches
 from signout.rules import revoked
-from signout.steps import Commit, Fetch, Pass, Respond, Step
+from signout.steps import Commit, Fetch, Pass, Respond, Step, Written
 from signout.stores.memory import MemoryStore
 from signout.tokens import Source, Token
 
@@ -99,14 +99,19 @@ def test_store_failure_follows_on_store_error(mode: str, status: int) -> None:
         assert isinstance(after, Pass)
 
 
-def test_logout_write_failure_is_503_with_cookies_cleared() -> None:
+@pytest.mark.parametrize(
+    ("written", "says"),
+    [(Written.NO, "the revocation was not recorded"), (Written.UNSURE, "it may not have been recorded")],
+)
+def test_logout_write_failure_is_503_with_cookies_cleared(written: Written, says: str) -> None:
     step = engine().start(request("/auth/logout", "POST", auth(token())))
     assert isinstance(step, Commit)
-    failed = step.resume(False)
+    failed = step.resume(written)
     assert isinstance(failed, Respond)
     assert failed.answer.status == 503
+    assert says in str(failed.answer.data["message"])
     assert any(k == b"set-cookie" for k, _ in failed.answer.headers)
-    done = step.resume(True)
+    done = step.resume(Written.YES)
     assert isinstance(done, Respond) and done.answer.status == 200
 
 

@@ -20,7 +20,7 @@ from .errors import (
 )
 from .revoker import Revoker
 from .stores.memory import MemoryStore
-from .wiring import CLAIMS_KEY
+from .wiring import CLAIMS_KEY, REVOKER_KEY
 from .wsgi import SignOutWSGIMiddleware
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLAIMS_KEY",
+    "REVOKER_KEY",
     "AuditEvent",
     "BadSignature",
     "ConfigError",
@@ -45,6 +46,8 @@ __all__ = [
     "StoreError",
     "TokenError",
 ]
+# The one place the version lives: a plain literal, which setuptools reads without importing
+# signout (pyproject.toml, [tool.setuptools.dynamic]) to write the distribution's metadata.
 __version__ = "0.1.0"
 
 

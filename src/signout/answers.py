@@ -78,6 +78,18 @@ class Answers:
             retry,
             *logout,
         )
+        self.maybe_recorded = answer(
+            503,
+            {
+                "error": "temporarily_unavailable",
+                "message": (
+                    "Cookies were cleared, but the store did not confirm the revocation in time: it may not "
+                    "have been recorded, and then the token stays valid until it expires. Log out again to be sure."
+                ),
+            },
+            retry,
+            *logout,
+        )
         self.bad_redirect = answer(
             400, {"error": "invalid_request", "message": "return_to is not an allowed redirect"}, *logout
         )
@@ -127,6 +139,16 @@ class Answers:
         self.revoke_unavailable = answer(
             503,
             {"error": "temporarily_unavailable", "error_description": "The revocation was not recorded; try again"},
+            retry,
+        )
+        self.revoke_unsure = answer(
+            503,
+            {
+                "error": "temporarily_unavailable",
+                "error_description": (
+                    "The store did not confirm the revocation in time: it may not have been recorded; try again"
+                ),
+            },
             retry,
         )
         self._invalid: dict[str, Answer] = {}

@@ -7,17 +7,20 @@ Pure ASGI: no Request or Response objects on the hot path; the guard reads
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .errors import StoreError
 from .http import Answer, Request
+from .layout import Lookup
 from .options import Options
-from .steps import Claim, Fetch, Pass, Read, Respond, Step, Unread
+from .steps import Claim, Fetch, Pass, Read, Respond, Step, Unread, Written
 from .stores.base import AsyncStore
-from .wiring import CLAIMS_KEY, Adapter
+from .wiring import CLAIMS_KEY, REVOKER_KEY, Adapter
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -27,6 +30,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("signout")
 
 
 class SignOutMiddleware(Adapter):
@@ -49,6 +54,7 @@ class SignOutMiddleware(Adapter):
             token = self._quick(scope.get("path", ""), scope.get("headers", ()))
             if token is not None:
                 scope[CLAIMS_KEY] = token.app_claims()
+                scope[REVOKER_KEY] = self.revoker
                 await self.app(scope, receive, send)
                 return
         elif kind != "http" and kind != "websocket":
@@ -62,12 +68,14 @@ class SignOutMiddleware(Adapter):
             scope.get("query_string", b""),
             scope.get("headers", ()),
             scope.get("client"),
+            scope.get("scheme", "http"),
         )
         step = self.engine.start(request)
         held: list[Message] = []  # what a Read took from receive, to hand the app unchanged
         if type(step) is not Pass and type(step) is not Respond:
             step = await self._drive(step, receive, held)
         if type(step) is Pass:
+            scope[REVOKER_KEY] = self.revoker
             if step.token is not None:
                 scope[CLAIMS_KEY] = step.token.app_claims()
             if held:
@@ -81,14 +89,38 @@ class SignOutMiddleware(Adapter):
             await _refuse_websocket(cast(Respond, step).answer, scope, send)
 
     def _closing(self, send: Send) -> Send:
-        """``send`` that closes the store's connections once the app has shut down."""
+        """``send`` that asks the store once when the app has started (a store that cannot answer
+        is logged before the first request meets it), and closes its connections once the app has
+        shut down."""
 
         async def closing(message: Message) -> None:
-            if message.get("type") == "lifespan.shutdown.complete":
+            kind = message.get("type")
+            if kind == "lifespan.startup.complete":
+                await self.check_store()
+            elif kind == "lifespan.shutdown.complete":
                 await self.aclose()
             await send(message)
 
         return closing
+
+    async def check_store(self) -> bool:
+        """Ask the store one read, bounded by ``store_timeout``; log a WARNING naming its address when
+        it cannot answer (startup goes on: the guard fails closed until it does). Whether it answered."""
+        probe = Lookup(f"{self.settings.key_prefix}:{{signout-startup-check}}", (b"u",))
+        started = time.perf_counter()
+        try:
+            await _bounded(self.store.fetch((probe,), time.time()), self._timeout)
+        except (StoreError, asyncio.TimeoutError) as exc:
+            log.warning(
+                "signout: the revocation store did not answer at startup: %s; startup goes on, and %s",
+                self.reason(exc),
+                self._outage.effect,
+            )
+            return False
+        log.info(
+            "signout: the revocation store %s answered in %.1f ms", self.where, (time.perf_counter() - started) * 1e3
+        )
+        return True
 
     async def aclose(self) -> None:
         """Close the connections signout opened (called on lifespan shutdown)."""
@@ -112,7 +144,7 @@ class SignOutMiddleware(Adapter):
                     step = step.resume(await _bounded(self.claim(step.write, step.now), self._timeout), False)
                 else:
                     await _bounded(self.store.write(step.writes, step.now), self._timeout)
-                    step = step.resume(True)
+                    step = step.resume(Written.YES)
             except (StoreError, asyncio.TimeoutError) as exc:
                 step = self.failed(pending, exc)
         return step

@@ -73,25 +73,36 @@ class Auditor:
 
 
 class OutageLog:
-    """Logs a failing store check at most once per ``every`` seconds, with a count.
+    """Logs failing store checks: the first at once, then at most one line per ``every`` seconds
+    with a count.
 
     During an outage every guarded request fails the same way; one line per
     request would bury the logs (and the 503s already say it to clients).
     """
 
-    def __init__(self, every: float = 10.0) -> None:
+    def __init__(self, every: float = 10.0, *, letting_through: bool = False) -> None:
         self._every = every
         self._next = 0.0
         self._skipped = 0
+        #: What a failed check means for requests, as the log lines say it.
+        self.effect = (
+            "requests are let through unchecked (on_store_error='allow')"
+            if letting_through
+            else "requests with a token get 503 until it answers"
+        )
 
-    def warn(self, exc: BaseException) -> None:
+    def warn(self, reason: str) -> None:
         now = time.monotonic()
         if now < self._next:
             self._skipped += 1
             return
-        log.warning(
-            "signout: revocation check failed (%s); %d more failures since the last report",
-            str(exc) or type(exc).__name__,
-            self._skipped,
-        )
+        if self._skipped:
+            log.warning(
+                "signout: revocation check failed: %s; %d more failed since the last report; %s",
+                reason,
+                self._skipped,
+                self.effect,
+            )
+        else:
+            log.warning("signout: revocation check failed: %s; %s", reason, self.effect)
         self._next, self._skipped = now + self._every, 0

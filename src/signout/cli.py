@@ -1,9 +1,9 @@
 """``signout``: revoke a user, a session or a token from a shell; check a token; count the store.
 
-For the on-call engineer: every command prints one line saying what it did,
-exits with a documented code, and never prints a token or a secret (errors
-included). It writes through ``Revoker``, so the middleware judges a CLI
-revocation exactly as one made by a logout route.
+For the on-call engineer: every revoke prints what it wrote, every command
+exits with a documented code (1 only ever means "check: revoked"), and nothing
+prints a token or a secret (errors included). It writes through ``Revoker``,
+so the middleware judges a CLI revocation exactly as one made by a logout route.
 """
 
 from __future__ import annotations
@@ -13,41 +13,113 @@ import getpass
 import json
 import math
 import os
+import re
+import shlex
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
+from . import __version__, layout
 from .errors import ConfigError, StoreError, TokenError
 
 if TYPE_CHECKING:
+    import redis
+
+    from .layout import Write
     from .revoker import Revoker
     from .stores.redis import RedisStore
 
 OK, REVOKED, USAGE, INVALID, STORE = 0, 1, 2, 3, 4
-STORE_TIMEOUT = 3.0  # seconds; a shell can wait longer than a request
+INTERNAL = 70  # EX_SOFTWARE (sysexits.h); Python's own 1 for an uncaught exception would read as "revoked"
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+STORE_TIMEOUT = 3.0  # seconds per store call; a shell can wait longer than a request
+ISSUER_ENV = "SIGNOUT_ISSUER"
 
 EPILOG = """\
-exit codes:
-  0  done; check: the token is not revoked
-  1  check: the token is revoked
-  2  usage or configuration error (bad option, REDIS_URL not set, no verification key)
-  3  the token is invalid (bad signature, expired, malformed, wrong iss or aud)
-  4  the store is unreachable or failed
+exit codes (1 comes from check's "revoked" and from nothing else):
+  0    done; check: the token is not revoked; stats: also when the prefix holds no
+       keys (a note on stderr says so)
+  1    check: the token is revoked
+  2    usage or configuration error (bad or missing option, REDIS_URL not set, no
+       verification key); nothing was written
+  3    the token is invalid (bad signature, expired, malformed, wrong iss or aud)
+  4    the store is unreachable, timed out (3 s per call) or failed; a revoke may or
+       may not have been recorded: run it again
+  70   internal error, a bug in signout (EX_SOFTWARE); a revoke may or may not have
+       been recorded: run it again
+  130  interrupted (Ctrl-C)
+A reader that stops early (signout check < token.txt | head -1) never changes the code.
 
+A revocation is stored under the tokens' iss and sub, so none is guessed: revoke-user,
+revoke-session and revoke-token --jti need --iss ISS (or $SIGNOUT_ISSUER) or --no-iss;
+revoke-session and revoke-token --jti need --sub SUB or --no-sub; revoke-token --jti
+with --no-sub needs --sid SID or --no-sid. --iss and --no-iss beat $SIGNOUT_ISSUER.
 --redis-url, --prefix, --max-token-lifetime, --leeway and --user-claim must match the
 middleware's redis_url, key_prefix, max_token_lifetime, leeway and user_claim: otherwise
 a revocation lands where the middleware never looks, or expires before the tokens it
-should stop.
-Tokens and secrets are never printed. Pass a token on stdin: argv is visible in ps.
+should stop. Options go before or after the command, except a command's own (--at,
+--session, --jti, --exp, --json); one that does nothing for the command is refused.
+Every revoke prints one line per revocation it wrote: which, whose (sub, iss), kept until
+when, in which key. Tokens and secrets are never printed. Pass a token on stdin: argv is
+visible in ps.
 """
+
+EXAMPLES = {
+    "revoke-user": (
+        "signout revoke-user alice --iss https://id.example",
+        "signout revoke-user 42 --no-iss      # simplejwt: user_id 42, tokens without iss",
+    ),
+    "revoke-session": ("signout revoke-session 3f2a9c --sub alice --iss https://id.example",),
+    "revoke-token": (
+        "signout revoke-token - < token.txt",
+        "signout revoke-token --jti 9c1e --exp 1795270376 --sub alice --iss https://id.example",
+    ),
+    "check": ("signout check - < token.txt",),
+    "stats": ("signout --prefix signout stats --json",),
+}
 
 # ConfigError names the Revoker kwarg; the engineer typed an option.
 _OPTION = {"key_prefix": "--prefix", "algorithms": "--algorithm", "key": "the key (--key-env/--key-file)"}
+
+# How to give each claim that picks a revocation's bucket, or to say the tokens have none.
+_GIVE = {
+    "iss": f"pass the tokens' iss claim (--iss ISS, or set {ISSUER_ENV}), or --no-iss if they carry none",
+    "sub": "pass the tokens' sub claim (--sub SUB), or --no-sub if they carry none",
+    "sid": "tokens without a sub are stored under their sid: pass --sid SID, or --no-sid if they carry none",
+}
+
+# Every option but a command's own (--at, --session, --jti, --exp, --json) goes before or
+# after the command. Each is parsed into its own attribute on either side (argparse would
+# let the command's copy overwrite what came before it), then settled into one (_settle),
+# with its default when given nowhere.
+_STORE = {"redis_url": None, "prefix": "signout", "max_token_lifetime": 30.0 * 86400, "leeway": 30.0}
+_VERIFY = {
+    "key_env": "SIGNOUT_KEY",
+    "key_file": None,
+    "user_claim": "sub",
+    "algorithm": None,
+    "issuer": None,
+    "audience": None,
+}
+_BUCKET = ("iss", "sub", "sid")
+_DEFAULTS: dict[str, object] = {
+    **_STORE,
+    **_VERIFY,
+    **{n: None for n in _BUCKET},
+    **{f"no_{n}": False for n in _BUCKET},
+}
+_REPEATABLE = ("algorithm", "issuer", "audience")
+_AFTER = "_after_command"
+
+# The shape of layout.bucket_key: "<prefix>:{<4 hex digits>}".
+_BUCKET_KEY = re.compile(rb"(.+):\{[0-9a-f]{4}\}")
+_HINT_PAGES = 20  # SCAN pages (COUNT 1000) looked at for a --prefix hint: a hint, not a census
 
 
 class Usage(Exception):
@@ -55,13 +127,21 @@ class Usage(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    # The answer is known now; a reader that went away (| head -1) must not change it,
+    # nor must Python's flush at exit fail later and turn it into 120.
+    _flush(sys.stdout)
+    _flush(sys.stderr)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = _settle(_parser().parse_args(argv))
+        run: Callable[[argparse.Namespace], int] = args.run
+        return run(args)
     except SystemExit as exc:  # --help (0), or a usage error argparse has already explained (2)
         return exc.code if isinstance(exc.code, int) else USAGE
-    run: Callable[[argparse.Namespace], int] = args.run
-    try:
-        return run(args)
     except Usage as exc:
         return _fail(USAGE, str(exc))
     except ConfigError as exc:
@@ -69,19 +149,94 @@ def main(argv: list[str] | None = None) -> int:
     except TokenError as exc:
         return _fail(INVALID, f"invalid token: {exc.description}")
     except StoreError as exc:
-        cause = f" ({exc.__cause__})" if exc.__cause__ is not None and str(exc.__cause__) else ""
-        return _fail(STORE, f"{exc}{cause}")
+        # The message names the store's address and the cause; a write cut off may still land.
+        unsure = "; the revocation may not have been recorded (Redis may still apply it): run it again"
+        return _fail(STORE, f"{exc}{unsure if exc.unsure else ''}")
     except ImportError as exc:
+        if (exc.name or "").partition(".")[0] != "redis":
+            return _fail(INTERNAL, _internal(exc))
         return _fail(USAGE, f"{exc}; install redis-py: pip install 'signout[redis]'")
-    except ValueError as exc:
-        return _fail(USAGE, str(exc))
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
+    except Exception as exc:
+        return _fail(INTERNAL, _internal(exc))
+
+
+def _internal(exc: BaseException) -> str:
+    # The type and the place, never str(exc): an exception's text may quote a token.
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"internal error: {type(exc).__name__}{where}; this is a bug in signout, please report it"
+
+
+# ---- output -----------------------------------------------------------------
+
+
+def _say(text: str, stream: TextIO | None = None) -> None:
+    """Print one line of the answer; a closed or failing stream never changes the exit code."""
+    out = sys.stdout if stream is None else stream
+    try:
+        print(text, file=out)
+    except OSError as exc:
+        _mute(out, exc)
 
 
 def _fail(code: int, message: str) -> int:
-    print("signout: " + " ".join(message.split()), file=sys.stderr)
+    _say("signout: " + " ".join(message.split()), sys.stderr)
     return code
+
+
+def _note(message: str) -> None:
+    _say("signout: note: " + message, sys.stderr)
+
+
+def _flush(stream: TextIO | None) -> None:
+    if stream is None:  # started with the descriptor closed (>&-)
+        return
+    try:
+        stream.flush()
+    except OSError as exc:
+        _mute(stream, exc)
+
+
+def _mute(stream: TextIO | None, exc: OSError) -> None:
+    """Send ``stream``'s descriptor to /dev/null, as the Python docs advise for SIGPIPE.
+
+    What is still buffered, and Python's flush at exit, then go nowhere instead
+    of raising again. A reader that left early (``| head -1``) is normal; any
+    other failure (a full disk) is said on stderr, and the exit code stays.
+    """
+    if stream is None:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no descriptor (an in-memory stream): nothing to redirect
+        pass
+    if not isinstance(exc, BrokenPipeError) and stream is not sys.stderr:
+        _say(f"signout: could not write the answer: {exc.strerror or type(exc).__name__}", sys.stderr)
+
+
+def _report(writes: Sequence[Write], *, iss: str, sub: str | None, sid: str | None, jti: str | None) -> None:
+    """One line per revocation written: which, in whose bucket, kept until when. Ids only."""
+    bucket = f"({_said('sub', sub)}, {_said('iss', iss)})"
+    for write in writes:
+        for field, value in write.fields:
+            parsed = layout.parse(value)
+            assert parsed is not None  # Revoker's own writes always parse
+            cutoff, expires = parsed
+            if field[:1] == b"u":
+                what = f"user cutoff {bucket}: every token issued at or before {_time(cutoff)}"
+            elif field[:1] == b"s":
+                what = f"session {sid!r} {bucket}: every token of that login"
+            else:
+                what = f"token jti {jti!r} {bucket}"
+            _say(f"revoked: {what}; kept until {_time(expires)} in key {write.key}")
+
+
+def _said(name: str, value: str | None) -> str:
+    return f"{name} {value!r}" if value else f"no {name}"
 
 
 # ---- commands ---------------------------------------------------------------
@@ -90,117 +245,194 @@ def _fail(code: int, message: str) -> int:
 def _revoke_user(args: argparse.Namespace) -> int:
     """Log a user out everywhere. Every token of SUB issued at or before now (or --at) is refused, in every
     app on this store; tokens issued later (a fresh login) still work."""
-    revoker, _ = _revoker(args)
+    iss = _claims(args, "iss")["iss"] or ""
     now = time.time()
     at = now if args.at is None else args.at
     if at > now:
         raise Usage("--at is in the future; a revocation covers tokens already issued")
-    revoker.revoke_user_sync(sub=args.sub, iss=args.iss, at=at)
-    _note(args.iss, args.sub)
-    print(f"revoked: every token {_whose(args.sub, args.iss)} issued at or before {_time(at)}")
+    revoker, _ = _revoker(args, now)
+    writes = revoker.plan_user(sub=args.user, iss=iss, at=at)
+    revoker.revoke_user_sync(sub=args.user, iss=iss, at=at)
+    _report(writes, iss=iss, sub=args.user, sid=None, jti=None)
     return OK
 
 
 def _revoke_session(args: argparse.Namespace) -> int:
-    """Revoke every token of one login. SID is the sid claim, as audit records show it. Give --sub when
-    the tokens carry a sub: they are stored in the user's bucket, and without --sub only tokens with no
-    sub are reached."""
-    revoker, _ = _revoker(args)
-    revoker.revoke_session_sync(sid=args.sid, iss=args.iss, sub=args.sub)
-    _note(args.iss, args.sub)
-    print(f"revoked: every token of session {args.sid!r} {_whose(args.sub, args.iss)}")
+    """Revoke every token of one login. SID is the sid claim, as audit records show it; --sub and --iss
+    name the tokens' sub and iss (their bucket), or --no-sub and --no-iss say they carry none."""
+    ids = _claims(args, "iss", "sub")
+    iss = ids["iss"] or ""
+    revoker, _ = _revoker(args, time.time())
+    writes = revoker.plan_session(sid=args.session_id, iss=iss, sub=ids["sub"])
+    revoker.revoke_session_sync(sid=args.session_id, iss=iss, sub=ids["sub"])
+    _report(writes, iss=iss, sub=ids["sub"], sid=args.session_id, jti=None)
     return OK
 
 
 def _revoke_token(args: argparse.Namespace) -> int:
-    """Revoke one token. Give it on stdin (signout revoke-token < file), or give its ids instead:
-    --jti JTI --exp EPOCH [--sub SUB] [--sid SID] [--iss ISS], exactly as in the token."""
-    if args.jti is None:
-        if args.exp is not None or args.sub or args.sid or args.iss:
-            raise Usage("--exp, --sub, --sid and --iss go with --jti; a token string carries its own")
-        revoker, _ = _revoker(args, key=_key(args))
-        raw = _read_token(args.token)
-        token = revoker.token(raw)
-        if token.jti is None and token.sid is None:
-            hint = f"; revoke-user {token.sub!r} stops it" if token.sub else ""
-            raise Usage(f"this token has neither jti nor sid, so it cannot be revoked alone{hint}")
-        revoker.revoke_sync(raw, session=args.session)
-    else:
-        if args.token is not None:
-            raise Usage("give either a token or --jti, not both")
-        if args.exp is None:
-            raise Usage("--jti needs --exp (the token's exp claim): the revocation must outlive the token")
-        revoker, _ = _revoker(args)
-        claims = {"jti": args.jti, "exp": args.exp, "sub": args.sub, "sid": args.sid, "iss": args.iss or None}
-        token = revoker.token({k: v for k, v in claims.items() if v is not None})
-        if token.exp > time.time() + revoker.policy.max_token_lifetime + revoker.policy.leeway:
-            raise Usage("--exp is further away than --max-token-lifetime: milliseconds instead of seconds?")
-        if math.ceil(token.exp) + revoker.policy.leeway <= time.time():
-            print(f"nothing to revoke: the token expired at {_time(token.exp)} and is already refused")
-            return OK
-        revoker.revoke_sync(token.claims, session=args.session)
-        _note(args.iss, args.sub)
-    what = [f"token jti {token.jti!r}"] if token.jti is not None else []
-    if token.sid is not None and (args.session or token.jti is None):
-        what.append(f"every token of session {token.sid!r}")
-    print(f"revoked: {' and '.join(what)} {_whose(token.sub, token.iss)}")
+    """Revoke one token. Give it on stdin (signout revoke-token < file), or give its ids instead, exactly as
+    in the token: --jti JTI --exp EPOCH, --sub SUB or --no-sub, --iss ISS or --no-iss, and with --no-sub
+    also --sid SID or --no-sid (a token without a sub is stored under its sid)."""
+    return _revoke_token_string(args) if args.jti is None else _revoke_token_ids(args)
+
+
+def _revoke_token_string(args: argparse.Namespace) -> int:
+    by_id = ("exp", "sub", "sid", "iss", "no_sub", "no_sid", "no_iss")
+    if any(getattr(args, name) not in (None, False) for name in by_id):
+        raise Usage("--exp, --sub, --sid, --iss and their --no- forms go with --jti; a token string carries its own")
+    now = time.time()
+    revoker, _ = _revoker(args, now, key=_key(args))
+    raw = _read_token(args.token)
+    token = revoker.token(raw)
+    if token.jti is None and token.sid is None:
+        hint = f"; revoke-user {token.sub!r} stops it" if token.sub else ""
+        raise Usage(f"this token has neither jti nor sid, so it cannot be revoked alone{hint}")
+    if args.session and token.sid is None:
+        hint = f"; revoke-user {token.sub!r} ends every login of its user" if token.sub else ""
+        raise Usage(f"--session: this token has no sid, so no session to revoke{hint}")
+    _, writes = revoker.plan_token(raw, session=args.session)
+    revoker.revoke_sync(raw, session=args.session)
+    _report(writes, iss=token.iss, sub=token.sub, sid=token.sid, jti=token.jti)
+    return OK
+
+
+def _revoke_token_ids(args: argparse.Namespace) -> int:
+    if args.token is not None:
+        raise Usage("give either a token or --jti, not both")
+    if args.exp is None:
+        raise Usage("--jti needs --exp (the token's exp claim): the revocation must outlive the token")
+    ids = _claims(args, "iss", "sub")
+    if ids["sub"] is None:  # without a sub, a token's bucket is its sid's
+        ids.update(_claims(args, "sid"))
+    if args.session and args.sid is None:
+        raise Usage("--session needs --sid (the token's sid claim): that is the session it revokes")
+    now = time.time()
+    revoker, _ = _revoker(args, now)
+    claims = {"jti": args.jti, "exp": args.exp, "sub": ids["sub"], "sid": args.sid, "iss": ids["iss"]}
+    token = revoker.token({k: v for k, v in claims.items() if v is not None})
+    if token.exp > now + revoker.policy.max_token_lifetime + revoker.policy.leeway:
+        raise Usage("--exp is further away than --max-token-lifetime: milliseconds instead of seconds?")
+    if math.ceil(token.exp) + revoker.policy.leeway <= now:
+        _say(f"nothing to revoke: the token expired at {_time(token.exp)} and is already refused")
+        return OK
+    _, writes = revoker.plan_token(token.claims, session=args.session)
+    revoker.revoke_sync(token.claims, session=args.session)
+    _report(writes, iss=token.iss, sub=token.sub, sid=token.sid, jti=token.jti)
     return OK
 
 
 def _check(args: argparse.Namespace) -> int:
     """Verify a token and say whether it is revoked. Prints revoked, not revoked or invalid: <reason>, then
     its iss, sub, sid, jti, iat and exp; never the token."""
-    revoker, _ = _revoker(args, key=_key(args))
+    revoker, _ = _revoker(args, time.time(), key=_key(args))
     raw = _read_token(args.token)
     try:
         token = revoker.token(raw)
     except TokenError as exc:
-        print(f"invalid: {exc.description}")
+        _say(f"invalid: {exc.description}")
         return INVALID
     revoked = revoker.is_revoked_sync(raw)
-    print("revoked" if revoked else "not revoked")
+    _say("revoked" if revoked else "not revoked")
     if token.sub is None and token.sid is None and token.jti is None:
-        print("  (no sub, sid or jti: nothing can revoke this token before it expires)")
+        _say("  (no sub, sid or jti: nothing can revoke this token before it expires)")
     for name in ("iss", "sub", "sid", "jti"):
         value = getattr(token, name)
         label = f"{name} ({args.user_claim})" if name == "sub" and args.user_claim != "sub" else name
-        print(f"  {label}  {value!r}" if value else f"  {label}  -")
-    print(f"  kind  {token.kind}")
+        _say(f"  {label}  {value!r}" if value else f"  {label}  -")
+    _say(f"  kind  {token.kind}")
     for name, when in (("iat", token.iat), ("exp", token.exp)):
-        print(f"  {name}  {_time(when)} ({token.claims.get(name)})" if when is not None else f"  {name}  -")
+        _say(f"  {name}  {_time(when)} ({token.claims.get(name)})" if when is not None else f"  {name}  -")
     return REVOKED if revoked else OK
 
 
 def _stats(args: argparse.Namespace) -> int:
     """Count live revocations by kind, bucket keys and their memory. Memory is MEMORY USAGE, estimated
-    from a sample of 10000 keys on larger stores."""
+    from a sample of 10000 keys on larger stores. An empty prefix is said on stderr (exit 0)."""
     import redis
 
     from .stats import collect
 
-    _, store = _revoker(args)  # validates --prefix as the middleware does
+    now = time.time()
+    _, store = _revoker(args, now)  # validates --prefix as the middleware does
     client = store.sync_client()
     if not isinstance(client, redis.Redis):
         raise Usage("stats needs the URL of a single Redis server")
-    now = time.time()
     stats = collect(client, args.prefix, now)
     if args.json:
-        print(json.dumps({"prefix": args.prefix, "now": int(now), **asdict(stats)}))
-        return OK
-    memory = _size(stats.memory_bytes)
-    if stats.memory_estimated:
-        memory += f" (estimate: MEMORY USAGE of {stats.memory_sampled} of {stats.keys} keys, scaled)"
-    print(f"live revocations under prefix {args.prefix!r} at {_time(now)}:")
-    print(f"  users logged out everywhere  {stats.users}\n  revoked sessions             {stats.sessions}")
-    print(f"  revoked tokens               {stats.tokens}\n  bucket keys                  {stats.keys}")
-    print(f"  expired, not yet pruned      {stats.expired}\n  memory                       {memory}")
+        _say(json.dumps({"prefix": args.prefix, "now": int(now), **asdict(stats)}))
+    else:
+        memory = _size(stats.memory_bytes)
+        if stats.memory_estimated:
+            memory += f" (estimate: MEMORY USAGE of {stats.memory_sampled} of {stats.keys} keys, scaled)"
+        _say(f"live revocations under prefix {args.prefix!r} at {_time(now)}:")
+        _say(f"  users logged out everywhere  {stats.users}\n  revoked sessions             {stats.sessions}")
+        _say(f"  revoked tokens               {stats.tokens}\n  bucket keys                  {stats.keys}")
+        _say(f"  expired, not yet pruned      {stats.expired}\n  memory                       {memory}")
+    if stats.keys == 0:
+        _note(_empty_prefix(args.prefix, _prefixes_elsewhere(client, args.prefix)))
     return OK
+
+
+def _empty_prefix(prefix: str, others: Sequence[str]) -> str:
+    said = f"prefix {prefix!r} holds no signout keys"
+    if not others:
+        return f"{said}: nothing is revoked there, or --prefix or --redis-url (or its database) is not the middleware's"
+    where = ", ".join(repr(p) for p in others)
+    guesses = " or ".join(f"--prefix {shlex.quote(p)}" for p in others)
+    return f"{said}; keys shaped like signout's are under {where}: did you mean {guesses}?"
+
+
+def _prefixes_elsewhere(client: redis.Redis, prefix: str) -> list[str]:
+    """Other prefixes holding keys shaped like signout buckets, from a bounded SCAN."""
+    import redis
+
+    found: list[str] = []
+    cursor, deadline = 0, time.monotonic() + STORE_TIMEOUT
+    try:
+        for _ in range(_HINT_PAGES):
+            reply: Any = client.scan(cursor, match="*:{????}", count=1000)
+            cursor = int(reply[0])
+            for key in reply[1]:
+                shaped = _BUCKET_KEY.fullmatch(key if isinstance(key, bytes) else str(key).encode())
+                if shaped is None:
+                    continue
+                name = shaped[1].decode("utf-8", "replace")
+                if name != prefix and name not in found:
+                    found.append(name)
+            if cursor == 0 or len(found) >= 3 or time.monotonic() > deadline:
+                break
+    except (redis.RedisError, OSError):
+        pass  # only a hint: the counts above already answered
+    return found[:3]
 
 
 # ---- helpers ----------------------------------------------------------------
 
 
-def _revoker(args: argparse.Namespace, *, key: object = None) -> tuple[Revoker, RedisStore]:
+def _claims(args: argparse.Namespace, *names: str) -> dict[str, str | None]:
+    """The claims that pick a revocation's bucket: each given, or said absent (--no-NAME).
+
+    Never guessed: a token with an iss (or sub) lives in another bucket than one
+    without, so a revocation that guessed wrong would miss every token it names.
+    """
+    found: dict[str, str | None] = {}
+    missing = []
+    for name in names:
+        found[name] = None
+        if getattr(args, f"no_{name}"):  # said on the command line: beats $SIGNOUT_ISSUER too
+            continue
+        value = getattr(args, name)
+        if value is None and name == "iss":
+            value = os.environ.get(ISSUER_ENV) or None  # set but empty counts as not set
+        found[name] = value
+        if value is None:
+            missing.append(name)
+    if missing:
+        raise Usage("; ".join(f"missing --{name}: {_GIVE[name]}" for name in missing) + ". Nothing was revoked.")
+    return found
+
+
+def _revoker(args: argparse.Namespace, now: float, *, key: object = None) -> tuple[Revoker, RedisStore]:
     url = args.redis_url or os.environ.get("REDIS_URL")
     if not url:
         raise Usage("no Redis given: set REDIS_URL (e.g. redis://localhost:6379/0) or pass --redis-url")
@@ -208,10 +440,16 @@ def _revoker(args: argparse.Namespace, *, key: object = None) -> tuple[Revoker, 
     from .stores.redis import RedisStore
 
     store = RedisStore(url, timeout=STORE_TIMEOUT)
+    try:
+        store.sync_client()  # builds redis-py's client (no connection yet): its URL errors surface here
+    except ValueError:
+        raise Usage("--redis-url: is not a valid Redis URL") from None  # its text may quote a password
     options: dict[str, Any] = {
         "key_prefix": args.prefix,
         "leeway": args.leeway,
         "max_token_lifetime": args.max_token_lifetime,
+        # One moment for the whole command: what it plans is what it writes and reports.
+        "clock": lambda: now,
     }
     if key is not None:
         options.update(
@@ -255,17 +493,6 @@ def _read_token(arg: str | None) -> str:
     return text
 
 
-def _note(iss: str, sub: str | None) -> None:
-    # (iss, sub) pick the bucket: leaving one out silently misses tokens that carry it.
-    for option, value in (("iss", iss), ("sub", sub)):
-        if not value:
-            print(f"signout: note: no --{option}: this reaches only tokens without an {option} claim", file=sys.stderr)
-
-
-def _whose(sub: str | None, iss: str | None) -> str:
-    return (f"of sub {sub!r}" if sub else "with no sub") + (f" (iss {iss!r})" if iss else " (no iss)")
-
-
 def _time(epoch: float) -> str:
     return datetime.fromtimestamp(math.floor(epoch), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -277,9 +504,13 @@ def _size(n: int) -> str:
 def _moment(text: str) -> float:
     """Epoch seconds, or an ISO 8601 time with a zone (2026-11-21T14:30:00Z)."""
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):  # nan and inf parse as floats, but name no moment
+            raise argparse.ArgumentTypeError(f"{text!r} is not a time")
+        return seconds
     try:
         when = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError:
@@ -295,87 +526,148 @@ def _id(text: str) -> str:
     return text
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("store (must match the middleware's settings)")
-    group.add_argument("--redis-url", metavar="URL", help="where revocations live (default: $REDIS_URL)")
-    group.add_argument("--prefix", default="signout", help="the middleware's key_prefix (default: %(default)s)")
-    group.add_argument(
+def _claim_value(text: str) -> str:
+    if not text:  # an empty --iss "$UNSET_VAR" must not pass for "the tokens carry none"
+        raise argparse.ArgumentTypeError("may not be empty; tokens without this claim: its --no- option")
+    return text
+
+
+# ---- the parser ---------------------------------------------------------------
+
+
+def _settle(args: argparse.Namespace) -> argparse.Namespace:
+    """One value per option from both sides of the command (after wins; lists add up), else its default."""
+    given = set()
+    for name, default in _DEFAULTS.items():
+        before, after = vars(args).pop(name, None), vars(args).pop(name + _AFTER, None)
+        if before is None and after is None:
+            setattr(args, name, default)
+            continue
+        given.add(name)
+        if name in _REPEATABLE:
+            setattr(args, name, [*(before or []), *(after or [])])
+        else:
+            setattr(args, name, before if after is None else after)
+    stray = sorted(given - set(_STORE) - args.takes)
+    if stray:
+        flag = "--" + stray[0].replace("_", "-")
+        raise Usage(f"{flag} does nothing for {args.command}: leave it out (see signout {args.command} --help)")
+    for name in _BUCKET:
+        if getattr(args, name) is not None and getattr(args, f"no_{name}"):
+            raise Usage(f"--{name} and --no-{name} contradict each other: give one. Nothing was revoked.")
+    return args
+
+
+def _add(group: Any, late: bool, flag: str, **kwargs: Any) -> None:
+    # Nothing is set unless typed (SUPPRESS), so _settle tells a typed value from a default.
+    dest = flag.lstrip("-").replace("-", "_")
+    if kwargs.get("action") != "store_true":
+        kwargs.setdefault("metavar", dest.upper())  # not the internal name of the copy after the command
+    group.add_argument(flag, dest=dest + _AFTER if late else dest, default=argparse.SUPPRESS, **kwargs)
+
+
+def _store_options(parser: argparse.ArgumentParser, *, late: bool) -> None:
+    group = parser.add_argument_group("store (must match the middleware's settings)")
+    _add(group, late, "--redis-url", metavar="URL", help="where revocations live (default: $REDIS_URL)")
+    _add(group, late, "--prefix", help="the middleware's key_prefix (default: signout)")
+    _add(
+        group,
+        late,
         "--max-token-lifetime",
         type=float,
-        default=30 * 86400,
         metavar="SECONDS",
-        help="the middleware's max_token_lifetime (default: %(default)d = 30 days)",
+        help="the middleware's max_token_lifetime (default: 2592000 = 30 days)",
     )
-    group.add_argument(
-        "--leeway", type=float, default=30, metavar="SECONDS", help="the middleware's leeway (default: 30)"
-    )
+    _add(group, late, "--leeway", type=float, metavar="SECONDS", help="the middleware's leeway (default: 30)")
 
-    keyed = argparse.ArgumentParser(add_help=False)
-    keyed.add_argument(
-        "token", nargs="?", metavar="TOKEN", help="the token; - or none: read stdin (safer: argv shows in ps)"
-    )
-    group = keyed.add_argument_group("verifying a token string (as the middleware does)")
-    group.add_argument(
-        "--key-env",
-        default="SIGNOUT_KEY",
-        metavar="VAR",
-        help="env var holding the HMAC secret or PEM (default: %(default)s)",
-    )
-    group.add_argument("--key-file", metavar="PATH", help="read the key from this file instead")
-    group.add_argument("--algorithm", action="append", metavar="ALG", help="allowed, repeatable (default: HS256)")
-    group.add_argument("--issuer", action="append", metavar="ISS", help="required iss, repeatable")
-    group.add_argument("--audience", action="append", metavar="AUD", help="required aud, repeatable")
-    group.add_argument(
-        "--user-claim",
-        default="sub",
-        metavar="CLAIM",
-        help="the middleware's user_claim: the claim naming the user (default: %(default)s)",
-    )
 
-    raw = argparse.RawDescriptionHelpFormatter
+def _verify_options(parser: argparse.ArgumentParser, *, late: bool) -> None:
+    group = parser.add_argument_group("verifying a token string, as the middleware does (check, revoke-token)")
+    _add(group, late, "--key-env", metavar="VAR", help="env var holding the HMAC secret or PEM (default: SIGNOUT_KEY)")
+    _add(group, late, "--key-file", metavar="PATH", help="read the key from this file instead")
+    _add(group, late, "--user-claim", metavar="CLAIM", help="the middleware's user_claim (default: sub)")
+    _add(group, late, "--algorithm", action="append", metavar="ALG", help="allowed, repeatable (default: HS256)")
+    _add(group, late, "--issuer", action="append", metavar="ISS", help="required iss, repeatable")
+    _add(group, late, "--audience", action="append", metavar="AUD", help="required aud, repeatable")
+
+
+def _bucket_options(parser: argparse.ArgumentParser, names: Sequence[str], *, late: bool) -> None:
+    """--NAME VALUE or --no-NAME for each claim that picks where a revocation is stored."""
+    group = parser.add_argument_group("whose tokens: the claims that pick where a revocation is stored")
+    for name in names:
+        note = {"iss": f" (default: ${ISSUER_ENV})", "sid": " (needed with --no-sub)"}.get(name, "")
+        _add(group, late, f"--{name}", type=_claim_value, help=f"the tokens' {name} claim, exactly{note}")
+        _add(group, late, f"--no-{name}", action="store_true", help=f"the tokens carry no {name} claim")
+
+
+# "--iss" must never be taken for an abbreviation of "--issuer": no abbreviations at all.
+_LOOK: dict[str, Any] = {"formatter_class": argparse.RawDescriptionHelpFormatter, "allow_abbrev": False}
+
+
+def _examples(*lines: str) -> str:
+    return "example" + ("s" if len(lines) > 1 else "") + ":\n" + "".join(f"  {line}\n" for line in lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    every = [line for lines in EXAMPLES.values() for line in lines]
     parser = argparse.ArgumentParser(
         prog="signout",
         description="Revoke a user, a session or a token; check a token; count the store.",
-        epilog=EPILOG,
-        formatter_class=raw,
+        epilog=f"{_examples(*every)}\n{EPILOG}",
+        **_LOOK,
     )
+    parser.add_argument("--version", action="version", version=f"signout {__version__}")
+    _store_options(parser, late=False)
+    _verify_options(parser, late=False)
+    _bucket_options(parser, _BUCKET, late=False)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
-    def command(run: Callable[[argparse.Namespace], int], *parents: argparse.ArgumentParser) -> Any:
+    def command(
+        run: Callable[[argparse.Namespace], int], bucket: Sequence[str] = (), *, verifies: bool = False
+    ) -> argparse.ArgumentParser:
         text = " ".join((run.__doc__ or "").split())
         name = run.__name__.strip("_").replace("_", "-")
-        sub = commands.add_parser(
+        sub: argparse.ArgumentParser = commands.add_parser(
             name,
             help=text.split(". ")[0],
-            description=textwrap.fill(text, 88),
+            # The example comes first: read under stress, help is read from the top.
+            description=f"{textwrap.fill(text, 88)}\n\n{_examples(*EXAMPLES[name])}",
             epilog=EPILOG,
-            parents=[*parents, common],
-            formatter_class=raw,
+            **_LOOK,
         )
-        sub.set_defaults(run=run)
+        takes = {*bucket, *(f"no_{n}" for n in bucket), *(_VERIFY if verifies else ())}
+        sub.set_defaults(run=run, command=name, takes=frozenset(takes))
+        if verifies:
+            sub.add_argument(
+                "token", nargs="?", metavar="TOKEN", help="the token; - or none: read stdin (safer: argv shows in ps)"
+            )
         return sub
 
-    iss = "the tokens' iss claim, exactly (it picks the bucket; omit only if they have none)"
-    cmd = command(_revoke_user)
-    cmd.add_argument("sub", type=_id, metavar="SUB", help="the tokens' sub claim")
-    cmd.add_argument("--iss", default="", help=iss)
+    def options(sub: argparse.ArgumentParser, bucket: Sequence[str] = (), *, verifies: bool = False) -> None:
+        if bucket:
+            _bucket_options(sub, bucket, late=True)
+        if verifies:
+            _verify_options(sub, late=True)
+        _store_options(sub, late=True)
+
+    cmd = command(_revoke_user, ("iss",))
+    cmd.add_argument("user", type=_id, metavar="SUB", help="the tokens' sub claim (the user, as user_claim names it)")
     cmd.add_argument("--at", type=_moment, metavar="EPOCH", help="cutoff: epoch seconds or ISO 8601 (default: now)")
+    options(cmd, ("iss",))
 
-    cmd = command(_revoke_session)
-    cmd.add_argument("sid", type=_id, metavar="SID", help="the tokens' sid claim")
-    cmd.add_argument("--sub", type=_id, help="the tokens' sub claim (needed when they carry one)")
-    cmd.add_argument("--iss", default="", help=iss)
+    cmd = command(_revoke_session, ("sub", "iss"))
+    cmd.add_argument("session_id", type=_id, metavar="SID", help="the tokens' sid claim")
+    options(cmd, ("sub", "iss"))
 
-    cmd = command(_revoke_token, keyed)
+    cmd = command(_revoke_token, _BUCKET, verifies=True)
     cmd.add_argument("--session", action="store_true", help="also revoke every token of its login (its sid)")
-    group = cmd.add_argument_group("revoking by ids, without the token")
+    group = cmd.add_argument_group("revoking by ids, without the token (with --sub/--no-sub, --iss/--no-iss below)")
     group.add_argument("--jti", type=_id, help="the token's jti claim")
     group.add_argument("--exp", type=_moment, metavar="EPOCH", help="the token's exp claim (required with --jti)")
-    group.add_argument("--sub", type=_id, help="the token's sub claim, if it has one")
-    group.add_argument("--sid", type=_id, help="the token's sid claim (revoked too with --session)")
-    group.add_argument("--iss", default="", help=iss)
+    options(cmd, _BUCKET, verifies=True)
 
-    command(_check, keyed)
-    command(_stats).add_argument("--json", action="store_true", help="one JSON object instead of text")
+    options(command(_check, verifies=True), verifies=True)
+    cmd = command(_stats)
+    cmd.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    options(cmd)
     return parser

@@ -173,7 +173,7 @@ def _refresh_paths(value: object, excluded: tuple[str, ...], routes: tuple[str |
 
 def build_settings(
     *,
-    key: object,
+    key: object = None,
     algorithms: object = ("HS256",),
     audience: str | Iterable[str] | None = None,
     issuer: str | Iterable[str] | None = None,
@@ -214,6 +214,9 @@ def build_settings(
     max_token_bytes: int = MAX_TOKEN_CHARS,
 ) -> Settings:
     """Validate every kwarg; raise ``ConfigError`` naming the first bad one."""
+    if key is None:
+        # Not a TypeError from Python: the user should read which kwarg and what goes in it.
+        raise ConfigError("key", "is required: the HMAC secret, public key or list of keys that verify your tokens")
     algs = parse_algorithms(algorithms)
     keys = parse_keys(key, algs)
     claim_checks: tuple[tuple[str, object], ...] = (("audience", audience), ("issuer", issuer))

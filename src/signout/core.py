@@ -19,7 +19,7 @@ from .answers import Answers
 from .audit import AuditEvent, Auditor, ids
 from .bodies import UnreadableBody, has_body_type, refresh_tokens
 from .config import Settings
-from .csrf import cross_site
+from .csrf import refusal
 from .endpoint import revocation_endpoint
 from .errors import InvalidClaim, MalformedToken, TokenError, WrongTokenKind
 from .http import (
@@ -36,7 +36,7 @@ from .http import (
 )
 from .layout import Lookup, Write
 from .rotation import refresh_uses
-from .steps import Commit, Fetch, Pass, Read, Respond, Row, Step, Unread
+from .steps import Commit, Fetch, Pass, Read, Respond, Row, Step, Unread, Written
 from .tokens import Source, Token
 
 log = logging.getLogger("signout")
@@ -292,8 +292,11 @@ class Engine:
         name = "logout_all" if everywhere else "logout"
         presented, _ = self.presented(request, all_cookies=True)
         by_header = any(src is Source.HEADER for src, _ in presented)
-        if presented and not by_header and cross_site(request.method, request.headers, s.trusted_origins):
-            self.event(request, "csrf_refused", "refused", reason=name)
+        refused = None
+        if presented and not by_header:
+            refused = refusal(request.method, request.headers, s.trusted_origins, request.scheme)
+        if refused is not None:
+            self.event(request, "csrf_refused", "refused", reason=f"{name}: {refused}")
             return Respond(a.cross_site)
         final = a.logged_out_everywhere if everywhere else a.logged_out
         targets = query_param(request.query, "return_to")
@@ -357,9 +360,12 @@ class Engine:
             self.event(request, name, "nothing_revoked", first)
             return Respond(final)
 
-        def done(ok: bool) -> Step:
-            self.event(request, name, "revoked" if ok else "store_error", first, count=len(tokens))
-            return Respond(final if ok else self.answers.not_recorded)
+        def done(written: Written) -> Step:
+            if written is Written.YES:
+                self.event(request, name, "revoked", first, count=len(tokens))
+                return Respond(final)
+            self.event(request, name, "store_error", first, count=len(tokens), reason=written.value)
+            return Respond(self.answers.not_recorded if written is Written.NO else self.answers.maybe_recorded)
 
         return Commit(writes=writes, now=now, resume=done)
 

@@ -30,35 +30,48 @@ def _netloc(origin: str) -> str:
     return rest
 
 
-def same_or_trusted(origin: str, headers: Headers, trusted: frozenset[str]) -> bool:
-    normal = origin_of(origin)
-    if normal is None:  # "null" (sandboxed frames, file:), garbage
-        return False
-    if normal in trusted:
-        return True
-    host = _host(headers)
-    return host is not None and _netloc(normal) == _netloc(f"{normal.partition('://')[0]}://{host}")
+def _own_scheme(scheme: str) -> str:
+    return "https" if scheme in ("https", "wss") else "http"
 
 
-def cross_site(method: str, headers: Headers, trusted: frozenset[str]) -> bool:
-    """Whether a browser sent this request from a page that is not the app's own or trusted."""
+def refusal(method: str, headers: Headers, trusted: frozenset[str], scheme: str) -> str | None:
+    """Why a browser's request from a page that is not the app's own (nor trusted) is refused;
+    ``None`` when it is not one. ``scheme``: the app's, as the server reports it."""
     sites = header_values(headers, b"sec-fetch-site")
     origins = header_values(headers, b"origin")
-    origin = origins[0].decode("latin-1") if len(origins) == 1 else None
     if len(origins) > 1:
-        return True
+        return "several Origin headers"
+    origin = origins[0].decode("latin-1") if origins else None
     site = sites[0].strip().lower() if len(sites) == 1 else None
     if site in (b"same-origin", b"none"):  # "none": typed URL, bookmark
-        return False
+        return None
     if site in (b"same-site", b"cross-site") or len(sites) > 1:
-        return origin is None or not same_or_trusted(origin, headers, trusted)
+        return "Sec-Fetch-Site without an Origin" if origin is None else _foreign(origin, headers, trusted, scheme)
     if origin is not None:
-        return not same_or_trusted(origin, headers, trusted)
+        return _foreign(origin, headers, trusted, scheme)
     # Neither header: a non-browser client, or a browser too old for both.
     # Such a browser sends no Origin on a top-level GET, exactly what a forged
     # link looks like, so only POST (which every browser marks with Origin
     # when cross-site) is let through.
-    return method != "POST"
+    return None if method == "POST" else "a GET with neither Origin nor Sec-Fetch-Site"
+
+
+def _foreign(origin: str, headers: Headers, trusted: frozenset[str], scheme: str) -> str | None:
+    normal = origin_of(origin)
+    if normal is None:  # "null" (sandboxed frames, file:), garbage
+        return "an opaque Origin"
+    if normal in trusted:
+        return None
+    host = _host(headers)
+    own = _own_scheme(scheme)
+    if host is None or _netloc(normal) != _netloc(f"{own}://{host}"):
+        return "Origin of another site"
+    if not normal.startswith(own + "://"):
+        # The app's own host on the other scheme. An http:// page is what an attacker on the
+        # network can inject; an https:// one against an app reported as http is a TLS proxy
+        # whose scheme the server was not told (README "CSRF" says how to tell it).
+        return f"Origin on {normal.partition('://')[0]}, but the app runs on {own} (as its server reports it)"
+    return None
 
 
 def parse_trusted(values: Iterable[str]) -> frozenset[str]:

@@ -7,6 +7,10 @@ of its branches.
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Iterable
+
 
 class SignOutError(Exception):
     """Root of every exception signout raises."""
@@ -19,6 +23,15 @@ class ConfigError(SignOutError, ValueError):
         super().__init__(f"{kwarg}: {message}")
         self.kwarg = kwarg
         self.reason = message
+
+
+def unknown_option(name: str, known: Iterable[str]) -> str:
+    """Why ``name`` was refused, with the closest known option when one is close enough."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    if not close:  # a case slip ("Redis_URL") is still a slip
+        close = [k for k in known if k.lower() == name.lower()]
+    hint = f"; did you mean {close[0]!r}?" if close else "; the README's Options section lists them all"
+    return f"is not a signout option{hint}"
 
 
 class TokenError(SignOutError):
@@ -77,4 +90,30 @@ class UnrevocableToken(TokenError):
 
 
 class StoreError(SignOutError):
-    """The revocation store could not answer (down, slow, refused)."""
+    """The revocation store could not answer (down, slow, refused).
+
+    ``where``: the store's address (``redis://host:port/db``, a socket path;
+    never a password), when the store knows it. ``unsure``: a write that may
+    have reached the store before it failed (a timeout, a connection lost after
+    sending), so it may still be applied: "may not have been recorded", where a
+    refusal is "was not recorded".
+    """
+
+    def __init__(self, message: str, *, where: str | None = None, unsure: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.unsure = unsure
+
+    def __str__(self) -> str:
+        return f"{self.message} [store {self.where}]" if self.where else self.message
+
+
+# "redis://user:secret@host" in an exception's text: the part a log line may not show.
+_CREDENTIALS = re.compile(r"(?<=//)[^@/\s]*@")
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a log line may show it: its type and text, credentials in a URL masked."""
+    text = _CREDENTIALS.sub("***@", str(exc)).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

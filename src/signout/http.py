@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -36,6 +36,9 @@ class Request:
     # The peer as the server gave it: ASGI's (host, port), WSGI's (REMOTE_ADDR, REMOTE_PORT).
     # Formatted only when an audit record needs it (``peer``), not on every request.
     client: Sequence[object] | None = None
+    # "http" or "https" as the server reports it (behind a TLS-terminating proxy, servers set it
+    # from X-Forwarded-Proto when told to trust the proxy); the CSRF check compares Origin's to it.
+    scheme: str = "http"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,25 +169,28 @@ def path_matches(path: str, prefix: str) -> bool:
     return prefix.endswith("/") or path[len(prefix)] == "/"
 
 
-def basic_credentials(headers: Headers) -> tuple[str, str] | None:
-    """``(client_id, secret)`` of an ``Authorization: Basic`` header, or ``None``.
+def basic_credentials(headers: Headers) -> tuple[bytes, bytes] | None:
+    """The ``(user-id, password)`` bytes of an ``Authorization: Basic`` header; ``None`` without one.
 
-    RFC 6749 section 2.3.1: both are form-urlencoded before base64.
+    Left undecoded, because senders disagree: RFC 6749 section 2.3.1 form-urlencodes both
+    before base64, curl's ``-u``, requests and Authlib do not (so a secret's ``+`` or ``%``
+    arrives as is), and requests and Authlib encode a str as latin-1 where curl sends the
+    bytes it was given. Only the caller, comparing every reading, can tell. The password
+    is everything after the first ``:`` (RFC 7617 section 2), so it may hold ``:`` itself.
+
+    Raises ``ValueError`` when a Basic credential is there but unreadable (not base64, no
+    ``:``, or beside another Authorization header): a failed attempt, not the absence of one.
     """
     values = header_values(headers, b"authorization")
+    if not any(value.strip().partition(b" ")[0].lower() == b"basic" for value in values):
+        return None
     if len(values) != 1:
-        return None
-    scheme, _, rest = values[0].strip().partition(b" ")
-    if scheme.lower() != b"basic":
-        return None
-    try:
-        decoded = base64.b64decode(rest.strip(), validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    client_id, sep, secret = decoded.partition(":")
+        raise ValueError("more than one Authorization header")
+    encoded = values[0].strip().partition(b" ")[2].strip()
+    user_id, sep, password = base64.b64decode(encoded, validate=True).partition(b":")
     if not sep:
-        return None
-    return unquote_plus(client_id), unquote_plus(secret)
+        raise ValueError("a Basic credential without ':'")
+    return user_id, password
 
 
 def content_type(headers: Headers) -> str:

@@ -9,21 +9,41 @@ differ only in the store call.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from . import kinds, rules
 from .audit import AuditEvent, Auditor, Sink, ids
 from .claims import string, user_of
 from .config import Clock, Settings, build_settings
-from .errors import ConfigError, InvalidClaim
+from .errors import ConfigError, InvalidClaim, StoreError, unknown_option
 from .layout import Lookup, Write
 from .stores.resolve import resolve_store
 from .tokens import Source, Token, Verifier
 
 TokenLike: TypeAlias = Mapping[str, Any] | str
+T = TypeVar("T")
+
+# Taken by name in __init__; whatever else ``**verify`` carries goes on to build_settings.
+_NAMED_KWARGS = frozenset(
+    (
+        "redis_url",
+        "redis",
+        "store",
+        "key",
+        "key_prefix",
+        "leeway",
+        "max_token_lifetime",
+        "store_timeout",
+        "on_event",
+        "clock",
+    )
+)
+_VERIFY_KWARGS = frozenset(inspect.signature(build_settings).parameters) - _NAMED_KWARGS
 
 
 class Revoker:
@@ -48,6 +68,9 @@ class Revoker:
         clock: Clock | None = None,
         **verify: Any,
     ) -> None:
+        unknown = sorted(set(verify) - _VERIFY_KWARGS)
+        if unknown:
+            raise ConfigError(unknown[0], unknown_option(unknown[0], _VERIFY_KWARGS | _NAMED_KWARGS))
         # Validate with the middleware's own rules; a dummy key stands in when
         # none is given, and then token strings are refused (nothing verifies them).
         settings = build_settings(
@@ -73,6 +96,7 @@ class Revoker:
         self._store = store
         self._verifier = verifier
         self._clock = settings.clock
+        self._timeout = settings.store_timeout
         self._user_claim = settings.user_claim
         self.policy = rules.Policy(settings.key_prefix, settings.leeway, settings.max_token_lifetime)
         self._audit = Auditor(settings.on_event)
@@ -139,20 +163,31 @@ class Revoker:
 
     # ---- async ---------------------------------------------------------
 
+    async def _within(self, call: Awaitable[T], what: str) -> T:
+        """``call`` bounded by ``store_timeout``: app code and scripts set no deadline of their own,
+        and the asyncio clients leave it to their caller."""
+        try:
+            return await asyncio.wait_for(call, self._timeout)
+        except asyncio.TimeoutError:
+            where = getattr(self._store, "where", None)
+            message = f"redis {what} failed: no answer within store_timeout={self._timeout:g} s"
+            # A write cut off by its deadline may still be applied: the caller learns it may.
+            raise StoreError(message, where=where, unsure=what == "write") from None
+
     async def revoke(self, token: TokenLike, *, session: bool = False) -> None:
         """Denylist one token (claims, or a token string that verifies); ``session=True``: its login too."""
         t, writes = self.plan_token(token, session=session)
-        await self._store.write(writes, self._clock())
+        await self._within(self._store.write(writes, self._clock()), "write")
         self._done("session" if session else "token", **ids(t))
 
     async def revoke_session(self, *, sid: str, iss: str = "", sub: str | None = None) -> None:
         """Revoke every token of one login. Give ``sub`` when the tokens carry one (their bucket is the user's)."""
-        await self._store.write(self.plan_session(sid=sid, iss=iss, sub=sub), self._clock())
+        await self._within(self._store.write(self.plan_session(sid=sid, iss=iss, sub=sub), self._clock()), "write")
         self._done("session", iss=iss or None, sid=sid, sub=sub)
 
     async def revoke_user(self, *, sub: str, iss: str = "", at: float | None = None) -> None:
         """Revoke every token of ``sub`` issued at or before ``at`` (default: now), in every app on the store."""
-        await self._store.write(self.plan_user(sub=sub, iss=iss, at=at), self._clock())
+        await self._within(self._store.write(self.plan_user(sub=sub, iss=iss, at=at), self._clock()), "write")
         self._done("user", iss=iss or None, sub=sub)
 
     async def is_revoked(self, token: TokenLike) -> bool:
@@ -160,7 +195,7 @@ class Revoker:
         if lookup is None:
             return False
         now = self._clock()
-        return self._judge(t, lookup, await self._store.fetch((lookup,), now), now)
+        return self._judge(t, lookup, await self._within(self._store.fetch((lookup,), now), "read"), now)
 
     # ---- sync ----------------------------------------------------------
 

@@ -10,19 +10,16 @@ the app, and every other request nothing at all.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import rules
 from .http import Request
-from .steps import Claim, Commit, Pass, Respond, Step
+from .steps import Claim, Commit, Pass, Respond, Step, Written
 from .tokens import Source, Token
 
 if TYPE_CHECKING:
     from .core import Engine
-
-log = logging.getLogger("signout")
 
 
 def refresh_uses(
@@ -67,7 +64,7 @@ def mark_used(engine: Engine, request: Request, pending: list[Token]) -> Step:
 
     def claimed(held: bytes | str | None, failed: bool) -> Step:
         if failed:
-            log.error("signout: a refresh token's use was NOT recorded; its reuse will go unnoticed")
+            # The adapter has logged why (Adapter.failed).
             engine.event(request, "refresh", "store_error", token)
             return Pass() if engine.settings.on_store_error == "allow" else Respond(engine.answers.unavailable)
         first = rules.used_at(held)
@@ -82,7 +79,8 @@ def reuse(engine: Engine, request: Request, token: Token, now: float) -> Step:
     """A rotated-out refresh token came back: revoke its whole login, refuse the request."""
     answers = engine.answers
 
-    def done(ok: bool) -> Step:
+    def done(written: Written) -> Step:
+        ok = written is Written.YES
         engine.event(request, "refresh_reuse", "revoked" if ok else "store_error", token)
         if not ok:
             return Respond(answers.unavailable)

@@ -65,13 +65,23 @@ class Fetch:
     resume: Callable[[Sequence[Row] | None], Step]
 
 
+class Written(Enum):
+    """What became of a ``Commit``'s writes."""
+
+    YES = "written"
+    NO = "not written"  # refused, or never sent: nothing was applied
+    # Timed out or cut off after sending: Redis may still apply it. The answer
+    # must say "may not have been recorded", never "was not".
+    UNSURE = "unsure"
+
+
 @dataclass(slots=True)
 class Commit:
-    """Write these revocations; resume with whether every one was written."""
+    """Write these revocations; resume with what became of them."""
 
     writes: tuple[Write, ...]
     now: float
-    resume: Callable[[bool], Step]
+    resume: Callable[[Written], Step]
 
 
 @dataclass(slots=True)

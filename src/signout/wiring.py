@@ -14,9 +14,9 @@ from typing import Any
 from .audit import OutageLog
 from .config import Settings, build_settings
 from .core import Engine
-from .errors import ConfigError
+from .errors import ConfigError, StoreError, unknown_option
 from .revoker import Revoker
-from .steps import Claim, Commit, Fetch, Step
+from .steps import Claim, Commit, Fetch, Step, Written
 from .stores.base import AsyncStore
 from .stores.resolve import resolve_store
 
@@ -24,6 +24,9 @@ log = logging.getLogger("signout")
 
 #: Where the verified claims of the request's token are put: the ASGI scope, the WSGI environ.
 CLAIMS_KEY = "signout.claims"
+#: Where the middleware's ``Revoker`` is put on every request it lets through: app code reaches
+#: it there when ``app.add_middleware(...)`` keeps the instance out of reach.
+REVOKER_KEY = "signout.revoker"
 
 _STORE_KWARGS = frozenset({"redis_url", "redis", "store", "local_mirror"})
 _SETTINGS_KWARGS = frozenset(inspect.signature(build_settings).parameters)
@@ -41,8 +44,7 @@ def wire(kwargs: dict[str, Any], *, protocol: type, kind: str) -> Wiring:
     """Validate every kwarg (``ConfigError`` names the bad one) and build the parts."""
     unknown = sorted(set(kwargs) - _SETTINGS_KWARGS - _STORE_KWARGS)
     if unknown:
-        known = ", ".join(sorted(_SETTINGS_KWARGS | _STORE_KWARGS))
-        raise ConfigError(unknown[0], f"is not a signout option; known options: {known}")
+        raise ConfigError(unknown[0], unknown_option(unknown[0], _SETTINGS_KWARGS | _STORE_KWARGS))
     settings = build_settings(**{k: v for k, v in kwargs.items() if k not in _STORE_KWARGS})
     store = resolve_store(
         redis_url=kwargs.get("redis_url"),
@@ -78,17 +80,31 @@ class Adapter:
         self.engine = parts.engine
         #: Revoke tokens, sessions and users from app code, on this middleware's store.
         self.revoker = parts.revoker
-        self._outage = OutageLog()
+        #: The store's address for log lines (never a password).
+        self.where: str = getattr(parts.store, "where", None) or type(parts.store).__name__
+        self._outage = OutageLog(letting_through=self.settings.on_store_error == "allow")
         # Refresh rotation's atomic first-use record (checked by ``wire`` when it is on).
         self.claim: Any = getattr(parts.store, "claim", None)
         self.claim_sync: Any = getattr(parts.store, "claim_sync", None)
 
     def failed(self, step: Fetch | Commit | Claim, exc: BaseException) -> Step:
-        """The next step after a store call that failed or ran out of time."""
+        """The next step after a store call that failed or ran out of time (``exc``: a ``StoreError``,
+        or the ``TimeoutError`` of the adapter's own deadline)."""
+        reason = self.reason(exc)
         if isinstance(step, Fetch):
-            self._outage.warn(exc)
+            self._outage.warn(reason)
             return step.resume(None)
         if isinstance(step, Claim):
+            log.error("signout: a refresh token's use was NOT recorded; its reuse will go unnoticed: %s", reason)
             return step.resume(None, True)
-        log.error("signout: revocation NOT recorded: %s", str(exc) or type(exc).__name__)
-        return step.resume(False)
+        if isinstance(exc, StoreError) and not exc.unsure:
+            log.error("signout: revocation NOT recorded: %s", reason)
+            return step.resume(Written.NO)
+        log.error("signout: revocation may NOT have been recorded (the store may still apply it): %s", reason)
+        return step.resume(Written.UNSURE)
+
+    def reason(self, exc: BaseException) -> str:
+        """What failed, where, and why, for a log line."""
+        if isinstance(exc, StoreError):
+            return str(exc) if exc.where is not None else f"{exc} [store {self.where}]"
+        return f"no answer within store_timeout={self.settings.store_timeout:g} s [store {self.where}]"

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from .errors import StoreError
 from .http import READ_HEADERS, Answer, Request
 from .options import Options
-from .steps import Claim, Fetch, Pass, Read, Respond, Step, Unread
+from .steps import Claim, Fetch, Pass, Read, Respond, Step, Unread, Written
 from .stores.base import SyncStore
-from .wiring import CLAIMS_KEY, Adapter
+from .wiring import CLAIMS_KEY, REVOKER_KEY, Adapter
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -46,6 +46,7 @@ class SignOutWSGIMiddleware(Adapter):
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         step = self._drive(self.engine.start(_request(environ)), environ)
         if isinstance(step, Pass):
+            environ[REVOKER_KEY] = self.revoker
             if step.token is not None:
                 environ[CLAIMS_KEY] = step.token.app_claims()
             if step.after is not None:
@@ -89,7 +90,7 @@ class SignOutWSGIMiddleware(Adapter):
                     step = step.resume(self.claim_sync(step.write, step.now), False)
                 else:
                     self.store.write_sync(step.writes, step.now)
-                    step = step.resume(True)
+                    step = step.resume(Written.YES)
             except StoreError as exc:
                 step = self.failed(pending, exc)
         return step
@@ -111,6 +112,7 @@ def _request(environ: Environ) -> Request:
         environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
         headers,
         (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
+        environ.get("wsgi.url_scheme", "http"),
     )
 
 

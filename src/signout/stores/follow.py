@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import redis
 
-from ..errors import StoreError
+from ..errors import StoreError, describe
 from ..layout import Lookup, Write
 from .base import Value
 from .memory import MemoryStore
@@ -64,6 +64,7 @@ class _Setup:
     pattern: str  # every bucket key: "<prefix>:{..."
     ping_every: float
     copied: Callable[[], None]  # counts full copies (MirrorStore.resyncs)
+    where: str = "redis"  # the store's address, for log lines
 
     @property
     def buckets(self) -> str:
@@ -131,11 +132,23 @@ class _Follower:
             self._backoff = _FIRST_BACKOFF
         self._synced_at = None
         if isinstance(exc, _Unreadable):
-            log.warning("signout: local mirror: %s; checking Redis directly until it has copied every bucket", exc)
+            log.warning(
+                "signout: local mirror of %s: %s; checking Redis directly until it has copied every bucket",
+                self.setup.where,
+                exc,
+            )
         elif isinstance(exc, _LOSSES):
-            log.warning("signout: local mirror lost Redis (%s); checking Redis directly until resynced", exc)
+            log.warning(
+                "signout: local mirror lost %s (%s); checking Redis directly until resynced",
+                self.setup.where,
+                describe(exc),
+            )
         else:
-            log.error("signout: local mirror failed; checking Redis directly until resynced", exc_info=exc)
+            log.error(
+                "signout: local mirror of %s failed; checking Redis directly until resynced",
+                self.setup.where,
+                exc_info=exc,
+            )
         wait, self._backoff = self._backoff, min(self._backoff * 2, _LAST_BACKOFF)
         return wait
 

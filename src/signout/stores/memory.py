@@ -21,6 +21,8 @@ class MemoryStore:
     does not. Fine for development, tests and single-process apps.
     """
 
+    where = "memory (this process)"
+
     def __init__(self, *, warn: bool = True) -> None:
         global _warned
         if warn and not _warned:

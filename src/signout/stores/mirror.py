@@ -64,7 +64,7 @@ class MirrorStore:
         if not redis_store.serves("sync"):
             raise StoreError("local_mirror needs redis_url= (or a sync client): its thread reads Redis synchronously")
         self.redis = redis_store
-        self._setup = _Setup(changes_channel(prefix), f"{prefix}:{{*", ping_every, self._copied)
+        self._setup = _Setup(changes_channel(prefix), f"{prefix}:{{*", ping_every, self._copied, redis_store.where)
         self._connect = _loop_clients(redis_store, ping_every)
         self._follower: _Follower | None = None
         self._start_lock = threading.Lock()
@@ -181,6 +181,10 @@ class MirrorStore:
     def bounds_reads(self) -> bool:
         """Reads that miss the copy go to the Redis store, bounded as it bounds them."""
         return self.redis.bounds_reads
+
+    @property
+    def where(self) -> str:
+        return self.redis.where
 
     def serves(self, mode: str) -> bool:
         return self.redis.serves(mode)

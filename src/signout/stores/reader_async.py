@@ -17,7 +17,7 @@ import socket
 from collections.abc import Sequence
 from typing import TypeAlias
 
-from ..errors import StoreError
+from ..errors import StoreError, describe
 from .resp import Address, ProtocolError, Reply, Request, Row, check_handshake, encode_hmget, parse, to_row
 
 
@@ -277,7 +277,7 @@ class AsyncReader:
         try:
             return await asyncio.wait_for(self._open_now(), self._timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise StoreError(f"redis connect failed: {type(exc).__name__}") from None
+            raise StoreError(f"redis connect failed: {describe(exc)}") from None
 
     async def _open_now(self) -> _Connection:
         loop = asyncio.get_running_loop()

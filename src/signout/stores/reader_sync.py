@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections.abc import Sequence
 
-from ..errors import StoreError
+from ..errors import StoreError, describe
 from .resp import Address, ProtocolError, Reply, Request, Row, check_handshake, encode_hmget, parse, to_row
 
 _RECV_SIZE = 65536
@@ -87,14 +87,14 @@ class SyncReader:
             try:
                 return self._exchange(link, payload, count)
             except TimeoutError as exc:  # a retry would double the wait on a slow server
-                raise StoreError(f"redis read failed: {type(exc).__name__}") from None
+                raise StoreError(f"redis read failed: {describe(exc)}") from None
             except (OSError, ProtocolError):
                 pass  # most likely stale (the server restarted since): one try on a fresh socket
         link = self._open()
         try:
             return self._exchange(link, payload, count)
         except (OSError, ProtocolError) as exc:
-            raise StoreError(f"redis read failed: {type(exc).__name__}") from None
+            raise StoreError(f"redis read failed: {describe(exc)}") from None
 
     def _exchange(self, link: _Link, payload: bytes, count: int) -> list[Reply]:
         try:
@@ -143,7 +143,7 @@ def connect(address: Address, timeout: float) -> _Link:
             sock = socket.create_connection((address.host, address.port), timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as exc:
-        raise StoreError(f"redis connect failed: {type(exc).__name__}") from None
+        raise StoreError(f"redis connect failed: {describe(exc)}") from None
     link = _Link(sock)
     steps = address.handshake()
     if steps:
@@ -152,7 +152,7 @@ def connect(address: Address, timeout: float) -> _Link:
             check_handshake(steps, replies)
         except (OSError, ProtocolError) as exc:
             link.close()
-            raise StoreError(f"redis connect failed: {type(exc).__name__}") from None
+            raise StoreError(f"redis connect failed: {describe(exc)}") from None
         except BaseException:  # StoreError from the check, or an interruption: never reuse it
             link.close()
             raise

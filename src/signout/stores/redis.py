@@ -23,6 +23,7 @@ import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Union
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aredis
@@ -30,10 +31,10 @@ import redis.asyncio.cluster
 import redis.cluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoPermissionError, NoScriptError
+from redis.exceptions import MaxConnectionsError, NoPermissionError, NoScriptError
 from redis.retry import Retry
 
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, StoreError, describe
 from ..layout import Lookup, Write
 from .base import Value
 from .batch import Coalescer
@@ -203,6 +204,25 @@ class RedisStore:
         """Where the lean reader connects (``redis://``, ``unix://``); ``None`` when redis-py does all I/O."""
         return self._address
 
+    @property
+    def where(self) -> str:
+        """The store's address for log lines: URL without credentials, or what the client says."""
+        if self._url is not None:
+            return where_of_url(self._url)
+        client = self._sync if self._sync is not None else self._given
+        return where_of_client(client) if client is not None else "a client factory"
+
+    def _failure(self, what: str, exc: BaseException) -> StoreError:
+        """``exc`` (from redis-py or a socket) as the ``StoreError`` a log line can diagnose."""
+        return StoreError(
+            f"redis {what} failed: {describe(exc)}", where=self.where, unsure=what == "write" and _unsure(exc)
+        )
+
+    def _located(self, exc: StoreError) -> StoreError:
+        if exc.where is not None:
+            return exc
+        return StoreError(exc.message, where=self.where, unsure=exc.unsure)
+
     def serves(self, mode: str) -> bool:
         """Whether this store can serve ``"async"`` (ASGI) or ``"sync"`` (WSGI) callers."""
         if mode == "sync":
@@ -292,8 +312,10 @@ class RedisStore:
             if len(lookups) == 1:
                 return [await reader.hmget(lookups[0].key, lookups[0].fields)]  # type: ignore[list-item]
             return await reader.hmget_many([(lookup.key, lookup.fields) for lookup in lookups])  # type: ignore[return-value]
-        except (OSError, RuntimeError) as exc:  # StoreError passes; these would be a bug, never a 500
-            raise StoreError(f"redis read failed: {type(exc).__name__}") from exc
+        except StoreError as exc:
+            raise self._located(exc) from exc.__cause__
+        except (OSError, RuntimeError) as exc:  # these would be a bug, never a 500
+            raise self._failure("read", exc) from exc
 
     async def _fetch_now(self, lookups: Sequence[Lookup]) -> list[list[Value]]:
         """The redis-py read (``rediss://``, client or factory stores; ``fetch`` sends the rest to ``_read``)."""
@@ -307,7 +329,7 @@ class RedisStore:
                 pipe.execute_command("HMGET", lookup.key, *lookup.fields)
             return [list(r) for r in await pipe.execute()]
         except _FAILURES as exc:
-            raise StoreError(f"redis read failed: {type(exc).__name__}") from exc
+            raise self._failure("read", exc) from exc
 
     async def write(self, writes: Sequence[Write], now: float) -> None:
         await self._merge(writes, now)
@@ -332,7 +354,7 @@ class RedisStore:
             # Errors raise here, so redis-py's cluster pipelines still retry a failover.
             results = await _queue(pipe, [writes[i] for i in pending], now, whole=True).execute()
         except _FAILURES as exc:
-            raise StoreError(f"redis write failed: {type(exc).__name__}") from exc
+            raise self._failure("write", exc) from exc
         return _placed(replies, pending, results)
 
     # ---- sync ----------------------------------------------------------
@@ -340,10 +362,13 @@ class RedisStore:
     def fetch_sync(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
         reader = self._sync_reader
         if reader is not None:
-            if len(lookups) == 1:
-                return [reader.hmget(lookups[0].key, lookups[0].fields)]  # type: ignore[list-item]
-            # Every command in one sendall, then the replies in order.
-            return reader.hmget_many([(lookup.key, lookup.fields) for lookup in lookups])  # type: ignore[return-value]
+            try:
+                if len(lookups) == 1:
+                    return [reader.hmget(lookups[0].key, lookups[0].fields)]  # type: ignore[list-item]
+                # Every command in one sendall, then the replies in order.
+                return reader.hmget_many([(lookup.key, lookup.fields) for lookup in lookups])  # type: ignore[return-value]
+            except StoreError as exc:
+                raise self._located(exc) from exc.__cause__
         try:
             client = self.sync_client()
             if len(lookups) == 1:  # the common case: no pipeline object to build
@@ -353,7 +378,7 @@ class RedisStore:
                 pipe.execute_command("HMGET", lookup.key, *lookup.fields)
             return [list(r) for r in pipe.execute()]
         except _FAILURES as exc:
-            raise StoreError(f"redis read failed: {type(exc).__name__}") from exc
+            raise self._failure("read", exc) from exc
 
     def write_sync(self, writes: Sequence[Write], now: float) -> None:
         self._merge_sync(writes, now)
@@ -375,7 +400,7 @@ class RedisStore:
                 pipe = client.pipeline(transaction=False)
             results = _queue(pipe, [writes[i] for i in pending], now, whole=True).execute()
         except _FAILURES as exc:
-            raise StoreError(f"redis write failed: {type(exc).__name__}") from exc
+            raise self._failure("write", exc) from exc
         return _placed(replies, pending, results)
 
     def _refused(self, results: Sequence[object], replies: list[Any]) -> list[int]:
@@ -416,6 +441,40 @@ class RedisStore:
         if self._url is not None and self._sync is not None:
             self._sync.close()
             self._sync = None
+
+
+def _unsure(exc: BaseException) -> bool:
+    """Whether a write that failed with ``exc`` may still have reached Redis.
+
+    Refused for sure: Redis answered with an error (OOM, READONLY, NOPERM...),
+    or no connection was made (redis-py says "connecting to"), or the pool had
+    none to give. Anything else (a timeout, a connection lost mid-call) may
+    have happened after the command was sent.
+    """
+    if isinstance(exc, (redis.ResponseError, redis.AuthenticationError, MaxConnectionsError)):
+        return False
+    return not (isinstance(exc, redis.ConnectionError | redis.TimeoutError) and "connecting to" in str(exc).lower())
+
+
+def where_of_url(url: str) -> str:
+    """``url`` without its credentials and query (``?password=`` is valid there)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def where_of_client(client: Any) -> str:
+    """Where a redis-py client connects, as far as it says (never its credentials)."""
+    if isinstance(client, (redis.RedisCluster, aredis.RedisCluster)):
+        nodes = [f"{n.host}:{n.port}" for n in client.get_nodes()[:3]]
+        return "redis cluster " + ",".join(nodes)
+    pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if service is not None:
+        return f"sentinel service {service!r}"
+    options: dict[str, Any] = getattr(pool, "connection_kwargs", {})
+    if options.get("path"):
+        return f"unix://{options['path']}"
+    return f"redis://{options.get('host', '?')}:{options.get('port', '?')}/{options.get('db', 0)}"
 
 
 def _placed(replies: list[Any], pending: Sequence[int], results: Sequence[Any]) -> list[Any]:
