@@ -7,7 +7,7 @@ import base64
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -17,7 +17,6 @@ from starlette.testclient import TestClient
 from signout import SignOutMiddleware, SignOutWSGIMiddleware, StoreError
 from signout.config import build_settings
 from signout.errors import InvalidClaim
-from signout.layout import Lookup
 from signout.stores.batch import Coalescer
 from signout.tokens import Source
 
@@ -127,23 +126,40 @@ def test_a_websocket_scope_with_extensions_none_is_refused_not_crashed(make_toke
     assert sent == [{"type": "websocket.close", "code": 1008}]
 
 
-def test_followers_fail_when_the_batch_leader_is_cancelled() -> None:
-    async def slow_send(lookups: Any) -> list[list[Any]]:
-        await asyncio.sleep(10)
-        return []
+def test_a_cancelled_caller_leaves_its_batch_alone() -> None:
+    # One client going away (its request cancelled) must not fail the others' checks or logouts.
+    sent: list[list[str]] = []
 
-    async def go() -> tuple[BaseException | None, BaseException | None]:
-        coalescer = Coalescer(slow_send)
-        leader = asyncio.ensure_future(coalescer.fetch([Lookup("k", (b"u",))]))
-        follower = asyncio.ensure_future(coalescer.fetch([Lookup("k2", (b"u",))]))
-        await asyncio.sleep(0)  # the leader opens the batch and yields; the follower joins it
-        leader.cancel()  # cancelled in its sleep(0), before it sends anything
-        done, _ = await asyncio.wait([leader, follower], timeout=2)
-        assert follower in done, "the follower was left waiting"
-        return (None if leader.cancelled() else leader.exception()), follower.exception()
+    async def send(items: Sequence[str]) -> list[str]:
+        sent.append(list(items))
+        await asyncio.sleep(0.01)
+        return [item.upper() for item in items]
 
-    _, follower_error = asyncio.run(go())
-    assert isinstance(follower_error, StoreError)
+    async def go() -> tuple[bool, list[str]]:
+        coalescer: Coalescer[str, str] = Coalescer(send)
+        first = asyncio.ensure_future(coalescer(["a"]))
+        second = asyncio.ensure_future(coalescer(["b", "c"]))
+        await asyncio.sleep(0)  # both have joined one batch
+        first.cancel()
+        await asyncio.wait([first])
+        return first.cancelled(), await second
+
+    cancelled, replies = asyncio.run(go())
+    assert cancelled
+    assert replies == ["B", "C"]
+    assert sent == [["a", "b", "c"]]  # one pipeline for the tick
+
+
+def test_a_failed_batch_fails_every_caller_with_a_store_error() -> None:
+    async def send(items: Sequence[str]) -> list[str]:
+        raise RuntimeError("boom")
+
+    async def go() -> list[BaseException | list[str]]:
+        coalescer: Coalescer[str, str] = Coalescer(send)
+        return list(await asyncio.gather(coalescer(["a"]), coalescer(["b"]), return_exceptions=True))
+
+    outcomes = asyncio.run(go())
+    assert all(isinstance(o, StoreError) and o.unsure for o in outcomes), outcomes
 
 
 # ---- a network that swallows packets without closing the socket ----------------

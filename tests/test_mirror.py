@@ -69,7 +69,7 @@ def _close_mirrors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 
 def mirror_of(middleware: SignOutMiddleware | SignOutWSGIMiddleware) -> MirrorStore:
-    store = middleware.raw_store
+    store = middleware.store
     assert isinstance(store, MirrorStore)
     _OPEN.append(store)
     return store

@@ -6,20 +6,17 @@ Pure ASGI: no Request or Response objects on the hot path; the guard reads
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import StoreError
 from .http import Answer, Request
 from .layout import Lookup
 from .options import Options
 from .steps import Claim, Fetch, Pass, Read, Respond, Step, Unread, Written
-from .stores.base import AsyncStore
 from .wiring import CLAIMS_KEY, REVOKER_KEY, Adapter
 
 if TYPE_CHECKING:
@@ -38,13 +35,8 @@ class SignOutMiddleware(Adapter):
     """Logout routes and a revocation guard for an ASGI app; kwargs in SPEC section 2."""
 
     def __init__(self, app: ASGIApp, **kwargs: Unpack[Options]) -> None:
-        super().__init__(app, dict(kwargs), protocol=AsyncStore, kind="an ASGI app")
+        super().__init__(app, dict(kwargs), mode="async", kind="an ASGI app")
         self.app: ASGIApp = app
-        self.store: AsyncStore = self.raw_store
-        self._timeout = self.settings.store_timeout
-        # A store whose reads end by store_timeout on their own needs no deadline around them.
-        # (One that answers from memory is asked by the engine itself: see Engine._fetch.)
-        self._reads_bounded: bool = getattr(self.store, "bounds_reads", False)
         # The usual request, judged in one call (see Engine.quick); None: every request takes start.
         self._quick = self.engine.quick if self.engine.quick_ready else None
 
@@ -109,24 +101,21 @@ class SignOutMiddleware(Adapter):
         probe = Lookup(f"{self.settings.key_prefix}:{{signout-startup-check}}", (b"u",))
         started = time.perf_counter()
         try:
-            await _bounded(self.store.fetch((probe,), time.time()), self._timeout)
-        except (StoreError, asyncio.TimeoutError) as exc:
+            await self.store.fetch((probe,), time.time())
+        except StoreError as exc:
             log.warning(
                 "signout: the revocation store did not answer at startup: %s; startup goes on, and %s",
                 self.reason(exc),
                 self._outage.effect,
             )
             return False
-        log.info(
-            "signout: the revocation store %s answered in %.1f ms", self.where, (time.perf_counter() - started) * 1e3
-        )
+        elapsed = (time.perf_counter() - started) * 1e3
+        log.info("signout: the revocation store %s answered in %.1f ms", self.store.where, elapsed)
         return True
 
     async def aclose(self) -> None:
         """Close the connections signout opened (called on lifespan shutdown)."""
-        closer = getattr(self.store, "aclose", None)
-        if closer is not None:
-            await closer()
+        await self.store.aclose()
 
     async def _drive(self, step: Step, receive: Receive | None, held: list[Message]) -> Pass | Respond:
         """Do the I/O each step asks for; every decision is the engine's. ``held``: what a Read received."""
@@ -136,16 +125,15 @@ class SignOutMiddleware(Adapter):
                 step = step.resume(await _read_body(receive, step.limit, held))
                 continue
             pending = step
-            try:
+            try:  # every store call ends within store_timeout (stores.base)
                 if isinstance(step, Fetch):
-                    call = self.store.fetch(step.lookups, step.now)
-                    step = step.resume(await (call if self._reads_bounded else _bounded(call, self._timeout)))
+                    step = step.resume(await self.store.fetch(step.lookups, step.now))
                 elif isinstance(step, Claim):
-                    step = step.resume(await _bounded(self.claim(step.write, step.now), self._timeout), False)
+                    step = step.resume(await self.store.claim(step.write, step.now), False)
                 else:
-                    await _bounded(self.store.write(step.writes, step.now), self._timeout)
+                    await self.store.write(step.writes, step.now)
                     step = step.resume(Written.YES)
-            except (StoreError, asyncio.TimeoutError) as exc:
+            except StoreError as exc:
                 step = self.failed(pending, exc)
         return step
 
@@ -167,18 +155,6 @@ class SignOutMiddleware(Adapter):
             await send(message)
 
         return sending
-
-
-T = TypeVar("T")
-
-
-async def _bounded(call: Awaitable[T], seconds: float) -> T:
-    if sys.version_info >= (3, 11):
-        # asyncio.timeout cancels in place; wait_for wraps the call in a new
-        # Task on every request (before 3.12), a cost the guard's hot path pays.
-        async with asyncio.timeout(seconds):
-            return await call
-    return await asyncio.wait_for(call, seconds)  # pragma: no cover - Python 3.10
 
 
 async def _read_body(receive: Receive, limit: int, held: list[Message]) -> bytes | Unread:

@@ -9,24 +9,23 @@ differ only in the store call.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 from . import kinds, rules
 from .audit import AuditEvent, Auditor, Sink, ids
 from .claims import string, user_of
 from .config import Clock, Settings, build_settings
-from .errors import ConfigError, InvalidClaim, StoreError, unknown_option
+from .errors import ConfigError, InvalidClaim, unknown_option
 from .layout import Lookup, Write
+from .stores.base import Store
 from .stores.resolve import resolve_store
 from .tokens import Source, Token, Verifier
 
 TokenLike: TypeAlias = Mapping[str, Any] | str
-T = TypeVar("T")
 
 # Taken by name in __init__; whatever else ``**verify`` carries goes on to build_settings.
 _NAMED_KWARGS = frozenset(
@@ -87,16 +86,15 @@ class Revoker:
         self._setup(settings, store, settings.verifier if key is not None else None)
 
     @classmethod
-    def for_settings(cls, settings: Settings, store: Any) -> Revoker:
+    def for_settings(cls, settings: Settings, store: Store) -> Revoker:
         self = cls.__new__(cls)
         self._setup(settings, store, settings.verifier)
         return self
 
-    def _setup(self, settings: Settings, store: Any, verifier: Verifier | None) -> None:
+    def _setup(self, settings: Settings, store: Store, verifier: Verifier | None) -> None:
         self._store = store
         self._verifier = verifier
         self._clock = settings.clock
-        self._timeout = settings.store_timeout
         self._user_claim = settings.user_claim
         self.policy = rules.Policy(settings.key_prefix, settings.leeway, settings.max_token_lifetime)
         self._audit = Auditor(settings.on_event)
@@ -163,31 +161,20 @@ class Revoker:
 
     # ---- async ---------------------------------------------------------
 
-    async def _within(self, call: Awaitable[T], what: str) -> T:
-        """``call`` bounded by ``store_timeout``: app code and scripts set no deadline of their own,
-        and the asyncio clients leave it to their caller."""
-        try:
-            return await asyncio.wait_for(call, self._timeout)
-        except asyncio.TimeoutError:
-            where = getattr(self._store, "where", None)
-            message = f"redis {what} failed: no answer within store_timeout={self._timeout:g} s"
-            # A write cut off by its deadline may still be applied: the caller learns it may.
-            raise StoreError(message, where=where, unsure=what == "write") from None
-
     async def revoke(self, token: TokenLike, *, session: bool = False) -> None:
         """Denylist one token (claims, or a token string that verifies); ``session=True``: its login too."""
         t, writes = self.plan_token(token, session=session)
-        await self._within(self._store.write(writes, self._clock()), "write")
+        await self._store.write(writes, self._clock())
         self._done("session" if session else "token", **ids(t))
 
     async def revoke_session(self, *, sid: str, iss: str = "", sub: str | None = None) -> None:
         """Revoke every token of one login. Give ``sub`` when the tokens carry one (their bucket is the user's)."""
-        await self._within(self._store.write(self.plan_session(sid=sid, iss=iss, sub=sub), self._clock()), "write")
+        await self._store.write(self.plan_session(sid=sid, iss=iss, sub=sub), self._clock())
         self._done("session", iss=iss or None, sid=sid, sub=sub)
 
     async def revoke_user(self, *, sub: str, iss: str = "", at: float | None = None) -> None:
         """Revoke every token of ``sub`` issued at or before ``at`` (default: now), in every app on the store."""
-        await self._within(self._store.write(self.plan_user(sub=sub, iss=iss, at=at), self._clock()), "write")
+        await self._store.write(self.plan_user(sub=sub, iss=iss, at=at), self._clock())
         self._done("user", iss=iss or None, sub=sub)
 
     async def is_revoked(self, token: TokenLike) -> bool:
@@ -195,7 +182,7 @@ class Revoker:
         if lookup is None:
             return False
         now = self._clock()
-        return self._judge(t, lookup, await self._within(self._store.fetch((lookup,), now), "read"), now)
+        return self._judge(t, lookup, await self._store.fetch((lookup,), now), now)
 
     # ---- sync ----------------------------------------------------------
 

@@ -17,7 +17,7 @@ from .core import Engine
 from .errors import ConfigError, StoreError, unknown_option
 from .revoker import Revoker
 from .steps import Claim, Commit, Fetch, Step, Written
-from .stores.base import AsyncStore
+from .stores.base import Mode, Store
 from .stores.resolve import resolve_store
 
 log = logging.getLogger("signout")
@@ -35,12 +35,12 @@ _SETTINGS_KWARGS = frozenset(inspect.signature(build_settings).parameters)
 @dataclass(frozen=True, slots=True)
 class Wiring:
     settings: Settings
-    store: Any
+    store: Store
     engine: Engine
     revoker: Revoker
 
 
-def wire(kwargs: dict[str, Any], *, protocol: type, kind: str) -> Wiring:
+def wire(kwargs: dict[str, Any], *, mode: Mode, kind: str) -> Wiring:
     """Validate every kwarg (``ConfigError`` names the bad one) and build the parts."""
     unknown = sorted(set(kwargs) - _SETTINGS_KWARGS - _STORE_KWARGS)
     if unknown:
@@ -54,42 +54,35 @@ def wire(kwargs: dict[str, Any], *, protocol: type, kind: str) -> Wiring:
         local_mirror=kwargs.get("local_mirror", False),
         prefix=settings.key_prefix,
     )
-    mode = "async" if protocol is AsyncStore else "sync"
-    serves = getattr(store, "serves", None)
-    if not isinstance(store, protocol) or (callable(serves) and not serves(mode)):
+    if not store.serves(mode):
         given = next((k for k in ("redis", "store") if kwargs.get(k) is not None), "store")
         client = "an asyncio client (redis.asyncio)" if mode == "async" else "a sync client (redis.Redis)"
         raise ConfigError(given, f"{kind} needs {client} or a redis_url")
-    if settings.refresh_rotation and not callable(getattr(store, "claim" if mode == "async" else "claim_sync", None)):
+    if settings.refresh_rotation and not store.claims():
         raise ConfigError(
             "refresh_rotation", "needs a store that records a first use atomically (MemoryStore, RedisStore)"
         )
     # A store that answers from memory (embedded, a mirror in sync) is asked inline by the guard.
-    engine = Engine(settings, fetch_local=getattr(store, "fetch_local", None))
+    engine = Engine(settings, fetch_local=store.fetch_local if store.answers_locally else None)
     return Wiring(settings, store, engine, Revoker.for_settings(settings, store))
 
 
 class Adapter:
     """What the ASGI and WSGI middlewares share: their parts, and what a store failure means."""
 
-    def __init__(self, app: Any, kwargs: dict[str, Any], *, protocol: type, kind: str) -> None:
-        parts = wire(kwargs, protocol=protocol, kind=kind)
+    def __init__(self, app: Any, kwargs: dict[str, Any], *, mode: Mode, kind: str) -> None:
+        parts = wire(kwargs, mode=mode, kind=kind)
         self.app = app
         self.settings = parts.settings
-        self.raw_store: Any = parts.store
+        #: Every call returns or raises ``StoreError`` within ``store_timeout`` (``stores.base``).
+        self.store: Store = parts.store
         self.engine = parts.engine
         #: Revoke tokens, sessions and users from app code, on this middleware's store.
         self.revoker = parts.revoker
-        #: The store's address for log lines (never a password).
-        self.where: str = getattr(parts.store, "where", None) or type(parts.store).__name__
         self._outage = OutageLog(letting_through=self.settings.on_store_error == "allow")
-        # Refresh rotation's atomic first-use record (checked by ``wire`` when it is on).
-        self.claim: Any = getattr(parts.store, "claim", None)
-        self.claim_sync: Any = getattr(parts.store, "claim_sync", None)
 
-    def failed(self, step: Fetch | Commit | Claim, exc: BaseException) -> Step:
-        """The next step after a store call that failed or ran out of time (``exc``: a ``StoreError``,
-        or the ``TimeoutError`` of the adapter's own deadline)."""
+    def failed(self, step: Fetch | Commit | Claim, exc: StoreError) -> Step:
+        """The next step after a store call that failed or ran out of time."""
         reason = self.reason(exc)
         if isinstance(step, Fetch):
             self._outage.warn(reason)
@@ -97,14 +90,12 @@ class Adapter:
         if isinstance(step, Claim):
             log.error("signout: a refresh token's use was NOT recorded; its reuse will go unnoticed: %s", reason)
             return step.resume(None, True)
-        if isinstance(exc, StoreError) and not exc.unsure:
-            log.error("signout: revocation NOT recorded: %s", reason)
-            return step.resume(Written.NO)
-        log.error("signout: revocation may NOT have been recorded (the store may still apply it): %s", reason)
-        return step.resume(Written.UNSURE)
+        if exc.unsure:
+            log.error("signout: revocation may NOT have been recorded (the store may still apply it): %s", reason)
+            return step.resume(Written.UNSURE)
+        log.error("signout: revocation NOT recorded: %s", reason)
+        return step.resume(Written.NO)
 
-    def reason(self, exc: BaseException) -> str:
+    def reason(self, exc: StoreError) -> str:
         """What failed, where, and why, for a log line."""
-        if isinstance(exc, StoreError):
-            return str(exc) if exc.where is not None else f"{exc} [store {self.where}]"
-        return f"no answer within store_timeout={self.settings.store_timeout:g} s [store {self.where}]"
+        return str(exc) if exc.where is not None else f"{exc} [store {self.store.where}]"

@@ -16,7 +16,6 @@ from .errors import StoreError
 from .http import READ_HEADERS, Answer, Request
 from .options import Options
 from .steps import Claim, Fetch, Pass, Read, Respond, Step, Unread, Written
-from .stores.base import SyncStore
 from .wiring import CLAIMS_KEY, REVOKER_KEY, Adapter
 
 if TYPE_CHECKING:
@@ -39,9 +38,8 @@ class SignOutWSGIMiddleware(Adapter):
     """Logout routes and a revocation guard for a WSGI app; the same kwargs as ``SignOutMiddleware``."""
 
     def __init__(self, app: WSGIApp, **kwargs: Unpack[Options]) -> None:
-        super().__init__(app, dict(kwargs), protocol=SyncStore, kind="a WSGI app")
+        super().__init__(app, dict(kwargs), mode="sync", kind="a WSGI app")
         self.app: WSGIApp = app
-        self.store: SyncStore = self.raw_store
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         step = self._drive(self.engine.start(_request(environ)), environ)
@@ -87,7 +85,7 @@ class SignOutWSGIMiddleware(Adapter):
                 if isinstance(step, Fetch):
                     step = step.resume(self.store.fetch_sync(step.lookups, step.now))
                 elif isinstance(step, Claim):
-                    step = step.resume(self.claim_sync(step.write, step.now), False)
+                    step = step.resume(self.store.claim_sync(step.write, step.now), False)
                 else:
                     self.store.write_sync(step.writes, step.now)
                     step = step.resume(Written.YES)

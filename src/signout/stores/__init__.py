@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .base import AsyncStore, SyncStore
+from .base import Store
 from .memory import MemoryStore
 
-__all__ = ["AsyncStore", "MemoryStore", "RedisStore", "SyncStore"]
+__all__ = ["MemoryStore", "RedisStore", "Store"]
 
 
 def __getattr__(name: str) -> object:

@@ -40,7 +40,7 @@ from ..layout import Lookup, Write
 from .base import Value
 from .follow import _chunks, _Follower, _hgetall_each, _Setup, _Watchdog
 from .reader_sync import _Link, connect
-from .resp import Address, ErrorReply, ProtocolError, encode, parse
+from .resp import INCOMPLETE, Address, ErrorReply, ProtocolError, Replies, encode
 
 _RECV_SIZE = 65536
 _PING = encode("PING")
@@ -52,17 +52,15 @@ class _Subscription:
     def __init__(self, link: _Link, channel: str) -> None:
         self.link = link
         self.sock = link.sock
-        self.buf = bytearray()
+        self.replies = Replies()
         try:
             # SUBSCRIBE's reply is the first frame; anything after it is kept for the follower.
             self.sock.sendall(encode("SUBSCRIBE", channel))
-            while (got := parse(self.buf, 0)) is None:
+            while (reply := self.replies.next()) is INCOMPLETE:
                 self._recv_blocking()
-            reply, end = got
             if not (isinstance(reply, list) and reply[:1] == [b"subscribe"]):
                 kind = reply.kind if isinstance(reply, ErrorReply) else "unexpected reply"
                 raise StoreError(f"redis SUBSCRIBE failed: {kind}")
-            del self.buf[:end]
             self.sock.setblocking(False)
         except BaseException:
             link.close()
@@ -75,11 +73,11 @@ class _Subscription:
         chunk = self.sock.recv(_RECV_SIZE)
         if not chunk:
             raise ConnectionResetError("closed by the server")
-        self.buf += chunk
+        self.replies.feed(chunk)
 
     def pending(self) -> bool:
         """Whether bytes arrived (or the connection ended): one ``poll`` with no timeout."""
-        if self.buf:
+        if self.replies.pending():
             return True
         poller = getattr(self._pollers, "poller", None)
         if poller is None:
@@ -96,15 +94,12 @@ class _Subscription:
                 break
             if not chunk:
                 raise ConnectionResetError("closed by the server")
-            self.buf += chunk
+            self.replies.feed(chunk)
             if len(chunk) < _RECV_SIZE:
                 break  # most likely all there is: spare the call that would say so
         out: list[Any] = []
-        pos = 0
-        while (got := parse(self.buf, pos)) is not None:
-            frame, pos = got
+        while (frame := self.replies.next()) is not INCOMPLETE:
             out.append(frame)
-        del self.buf[:pos]
         return out
 
     def ping(self) -> None:

@@ -8,20 +8,24 @@ from collections.abc import Sequence
 
 from .. import layout
 from ..layout import Lookup, Write
-from .base import Value
+from .base import Store, Value
 
 log = logging.getLogger("signout")
 _warned = False
 
 
-class MemoryStore:
+class MemoryStore(Store):
     """Revocations in a dict, with the same bucket semantics as ``RedisStore``.
 
     Only this process sees them: another worker, another instance or a restart
     does not. Fine for development, tests and single-process apps.
     """
 
-    where = "memory (this process)"
+    @property
+    def where(self) -> str:
+        return "memory (this process)"
+
+    answers_locally = True  # every read is a dict lookup: the engine asks inline
 
     def __init__(self, *, warn: bool = True) -> None:
         global _warned
@@ -54,11 +58,6 @@ class MemoryStore:
         return out
 
     def fetch_local(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
-        """``fetch_sync`` under the name the engine asks first: answered from memory, no I/O.
-
-        The adapter then drives no Fetch step: no coroutine, no deadline around the check.
-        A store that can only sometimes answer so (a mirror) returns ``None`` when it cannot.
-        """
         return self.fetch_sync(lookups, now)
 
     def write_sync(self, writes: Sequence[Write], now: float) -> None:

@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import StoreError
 from ..layout import Lookup, Write
-from .base import Value
+from .base import Mode, Store, Value
 from .follow import _Follower, _Setup
 from .follow_loop import _loop_clients, _LoopFollower
 from .follow_socket import _SocketFollower
@@ -57,8 +57,10 @@ from .follow_thread import _ThreadFollower
 from .redis import RedisStore, changes_channel
 
 
-class MirrorStore:
+class MirrorStore(Store):
     """A ``RedisStore`` with a local, pub/sub-maintained copy of every bucket under ``prefix``."""
+
+    answers_locally = True  # from the copy while it is in sync
 
     def __init__(self, redis_store: RedisStore, *, prefix: str, ping_every: float = 1.0) -> None:
         if not redis_store.serves("sync"):
@@ -178,15 +180,14 @@ class MirrorStore:
         self._keep_own(writes, now)
 
     @property
-    def bounds_reads(self) -> bool:
-        """Reads that miss the copy go to the Redis store, bounded as it bounds them."""
-        return self.redis.bounds_reads
-
-    @property
     def where(self) -> str:
         return self.redis.where
 
-    def serves(self, mode: str) -> bool:
+    @property
+    def timeout(self) -> float:
+        return self.redis.timeout
+
+    def serves(self, mode: Mode) -> bool:
         return self.redis.serves(mode)
 
     # ---- followers ---------------------------------------------------------

@@ -3,9 +3,16 @@
 Replies come back in the order commands were sent, so a FIFO of futures pairs
 them up. Commands started while others are in flight are buffered and written
 once per loop tick (concurrent guard checks share one write); a command sent on
-an idle connection goes at once (the sequential case pays no extra loop
-iteration). Each read is bounded by ``store_timeout`` from its start by one
-watchdog timer per connection, so the ASGI adapter arms no deadline per check.
+an idle connection goes at once.
+
+The deadline (``store_timeout``) counts time waiting for Redis: from the moment
+a command is written, not from when its request began (a burst keeps the loop
+busy long before it writes). One watchdog timer per connection watches the
+oldest deadline. When it passes, the connection first reads what has already
+arrived (the loop may simply not have had a turn), and only a read still
+unanswered then fails. A connection stays open while Redis keeps answering (a
+failed read's reply is dropped in its turn); one that answered nothing for a
+whole ``store_timeout`` is dropped, and the reads still in time retry on a new one.
 """
 
 from __future__ import annotations
@@ -18,7 +25,18 @@ from collections.abc import Sequence
 from typing import TypeAlias
 
 from ..errors import StoreError, describe
-from .resp import Address, ProtocolError, Reply, Request, Row, check_handshake, encode_hmget, parse, to_row
+from .resp import (
+    INCOMPLETE,
+    Address,
+    ProtocolError,
+    Replies,
+    Reply,
+    Request,
+    Row,
+    check_handshake,
+    encode_hmget,
+    to_row,
+)
 
 
 class _Lost:
@@ -32,22 +50,28 @@ class _TimedOut:
 LOST = _Lost()
 TIMED_OUT = _TimedOut()
 Outcome: TypeAlias = "Reply | _Lost | _TimedOut"
+_NEVER = float("inf")
 
 
 class _Connection(asyncio.Protocol):
     """One pipelined connection: commands go out in order, replies resolve a FIFO of futures."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, coalesce: bool) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, coalesce: bool) -> None:
         self._loop = loop
+        self._timeout = timeout
         self._coalesce = coalesce
         self._transport: asyncio.Transport | None = None
         self._waiters: collections.deque[asyncio.Future[Outcome]] = collections.deque()
-        # Each waiter's deadline (loop time), in the same order; one timer watches the oldest.
-        self._deadlines: collections.deque[float] = collections.deque()
+        # Each waiter's deadline, in a box shared by the commands written together (the buffered
+        # ones learn theirs when written); one timer watches the oldest.
+        self._deadlines: collections.deque[list[float]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._unsent: list[bytes] = []
-        self._buffer = bytearray()
+        self._unsent_box: list[float] = [_NEVER]
+        self._replies = Replies()
+        self._answered = 0  # replies received so far: the judge's measure of progress
+        self._answered_at = 0.0  # when the last one came (loop time)
         self.closed = False
 
     # asyncio callbacks
@@ -55,41 +79,33 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._answered_at = self._loop.time()
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # asyncio sets it too; say it here: a small request must never wait for Nagle.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        buf: bytes | bytearray = data
-        if self._buffer:  # the rest of a reply that began in an earlier read
-            self._buffer += data
-            buf = self._buffer
-        pos = 0
+        replies = self._replies
         waiters = self._waiters
         deadlines = self._deadlines
+        count = 0
         try:
-            while True:
-                got = parse(buf, pos)
-                if got is None:
-                    break
-                reply, pos = got
+            replies.feed(data)
+            while (reply := replies.next()) is not INCOMPLETE:
                 if not waiters:
                     raise ProtocolError("a reply nobody asked for")
                 waiter = waiters.popleft()
                 deadlines.popleft()
-                if not waiter.done():  # a cancelled waiter's reply is dropped here, in its turn
-                    waiter.set_result(reply)
+                count += 1
+                if not waiter.done():  # a timed-out or cancelled waiter's reply is dropped here, in its turn
+                    waiter.set_result(reply)  # type: ignore[arg-type]  # INCOMPLETE ruled out above
         except ProtocolError:
             self.abandon()
             return
-        if buf is self._buffer:
-            if pos == len(buf):
-                self._buffer = bytearray()  # let a large reply's memory go
-            else:
-                del self._buffer[:pos]
-        elif pos < len(data):
-            self._buffer = bytearray(data[pos:])
+        if count:
+            self._answered += count
+            self._answered_at = self._loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -97,8 +113,9 @@ class _Connection(asyncio.Protocol):
 
     # requests
 
-    def send(self, payload: bytes, count: int, deadline: float) -> list[asyncio.Future[Outcome]]:
-        """Queue ``count`` commands (``payload``), answered by ``deadline`` or ``TIMED_OUT``; their futures."""
+    def send(self, payload: bytes, count: int) -> list[asyncio.Future[Outcome]]:
+        """Queue ``count`` commands (``payload``), each answered within ``timeout`` of being
+        written, or ``TIMED_OUT``; their futures."""
         transport = self._transport
         if self.closed or transport is None:
             raise ConnectionError("connection closed")
@@ -106,17 +123,28 @@ class _Connection(asyncio.Protocol):
             # Nothing in flight, so nothing buffered either (buffered commands
             # always have waiters): writing now keeps the order.
             transport.write(payload)
+            box = [self._loop.time() + self._timeout]
+            if self._timer is None:
+                self._arm(box[0])
         else:
             if not self._unsent:
                 self._loop.call_soon(self._flush)
+                self._unsent_box = [_NEVER]
             self._unsent.append(payload)
+            box = self._unsent_box
         futures = [self._loop.create_future() for _ in range(count)]
         self._waiters.extend(futures)
-        self._deadlines.extend([deadline] * count)
-        if self._timer is None or deadline < self._timer_at:
-            # A retried read keeps its first deadline, which may come before the timer's.
-            self._arm(deadline)
+        self._deadlines.extend([box] * count)
         return futures
+
+    def _flush(self) -> None:
+        # Every command started in this tick, in one write; their time starts now.
+        unsent, self._unsent = self._unsent, []
+        if unsent and not self.closed and self._transport is not None:
+            self._transport.write(b"".join(unsent))
+            self._unsent_box[0] = self._loop.time() + self._timeout
+            if self._timer is None:
+                self._arm(self._unsent_box[0])
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -125,38 +153,41 @@ class _Connection(asyncio.Protocol):
         self._timer_at = when
 
     def _watch(self) -> None:
-        """The deadline check: one timer per connection, not one per read.
-
-        An ``asyncio.timeout`` around each read costs ~5 us (a timer armed and
-        cancelled per request, a tenth of a round trip); this one is armed
-        once per ``timeout`` when reads keep coming (and scans the queue then:
-        a retried read keeps its first deadline, so the oldest is not always first).
-        """
+        """The deadline check: one timer per connection, not one per read (an ``asyncio.timeout``
+        per read would cost ~5 us, a tenth of a round trip)."""
         self._timer = None
         if self.closed or not self._deadlines:
             return
         now = self._loop.time()
-        earliest = min(self._deadlines)
+        earliest = min(box[0] for box in self._deadlines)
         if earliest > now:
-            self._arm(earliest)
+            if earliest != _NEVER:
+                self._arm(earliest)
             return
-        # The server is paused, hung or too slow: drop the connection (its queue
-        # would only grow); reads past their deadline fail, the rest retry.
-        self.closed = True
-        if self._transport is not None:
-            self._transport.abort()
-        waiters, deadlines = self._waiters, self._deadlines
-        self._waiters, self._deadlines = collections.deque(), collections.deque()
-        for waiter, deadline in zip(waiters, deadlines, strict=True):
-            if not waiter.done():
-                waiter.set_result(TIMED_OUT if deadline <= now else LOST)
-        self._fail_all()
+        # Past a deadline, by the clock. Let the loop read what already arrived first
+        # (two turns: I/O callbacks run after a turn's own callbacks), then judge.
+        self._loop.call_soon(self._loop.call_soon, self._judge, now, self._answered)
 
-    def _flush(self) -> None:
-        # Every command started in this tick, in one write.
-        unsent, self._unsent = self._unsent, []
-        if unsent and not self.closed and self._transport is not None:
-            self._transport.write(b"".join(unsent))
+    def _judge(self, at: float, answered: int) -> None:
+        if self.closed or not self._deadlines:
+            return
+        if self._answered != answered:  # replies kept coming in that turn: there may be more to read
+            self._loop.call_soon(self._loop.call_soon, self._judge, at, self._answered)
+            return
+        # Nothing more arrived: what was due by ``at`` really is late.
+        for waiter, box in zip(self._waiters, self._deadlines, strict=True):
+            if box[0] <= at and not waiter.done():
+                waiter.set_result(TIMED_OUT)
+        if self._loop.time() - self._answered_at >= self._timeout:
+            # Silent for a whole timeout (paused, hung): drop it; reads still in time retry.
+            self.abandon()
+            return
+        self._rearm()
+
+    def _rearm(self) -> None:
+        pending = [box[0] for box, waiter in zip(self._deadlines, self._waiters, strict=True) if not waiter.done()]
+        if pending and min(pending) != _NEVER:
+            self._arm(min(pending))
 
     def shut_down(self) -> None:
         """Tell the server we are gone, without the loop (it is closed): nothing else can."""
@@ -174,7 +205,6 @@ class _Connection(asyncio.Protocol):
 
     def _fail_all(self) -> None:
         self._unsent.clear()
-        self._buffer.clear()
         self._deadlines.clear()
         if self._timer is not None:
             self._timer.cancel()
@@ -189,17 +219,14 @@ class AsyncReader:
     """Reads on one pipelined connection, opened on first use and reopened after a loss.
 
     Belongs to one event loop (``RedisStore`` keeps one per loop). ``timeout``
-    (``store_timeout``) bounds connecting, and each read from its start, so
-    callers need no deadline of their own: a read still unanswered then
-    raises ``StoreError`` (and its connection is dropped).
+    (``store_timeout``) bounds connecting, and each read from the moment it is
+    written, so callers need no deadline of their own: a read still unanswered
+    then raises ``StoreError``.
 
-    A cancelled read (its client went away, an outer timeout) leaves the
-    connection alone: its reply is dropped in its turn. Aborting would send
-    every other read in flight to retry, and a client cancelling in a loop
-    could so turn other users' checks into 503s. A paused or hung server is
-    the watchdog's business: past the oldest deadline the connection is
-    dropped (the reads past their deadline fail, the rest retry once on a
-    fresh connection: reads are idempotent).
+    A cancelled read (its client went away) leaves the connection alone: its
+    reply is dropped in its turn. A read whose connection was lost (a restart,
+    a hung server dropped by the watchdog) is sent once more on a fresh one:
+    reads are idempotent.
     """
 
     def __init__(self, address: Address, *, timeout: float, coalesce: bool = True) -> None:
@@ -218,22 +245,21 @@ class AsyncReader:
 
     async def call(self, payload: bytes, count: int) -> list[Reply]:
         """Send ``count`` pipelined commands; their replies, error replies included, in order."""
-        deadline = asyncio.get_running_loop().time() + self._timeout
-        replies = await self._attempt(payload, count, deadline)
+        replies = await self._attempt(payload, count)
         if replies is None:
             # The connection went away before answering (a restart, a dropped
-            # socket, a neighbour's timeout): one more try on a fresh one, never a loop.
-            replies = await self._attempt(payload, count, deadline)
+            # socket, a hung server): one more try on a fresh one, never a loop.
+            replies = await self._attempt(payload, count)
             if replies is None:
                 raise StoreError("redis read failed: connection lost")
         return replies
 
-    async def _attempt(self, payload: bytes, count: int, deadline: float) -> list[Reply] | None:
+    async def _attempt(self, payload: bytes, count: int) -> list[Reply] | None:
         conn = self._conn
         if conn is None or conn.closed:
-            conn = await self._connect(deadline)
+            conn = await self._connect()
         try:
-            futures = conn.send(payload, count, deadline)
+            futures = conn.send(payload, count)
         except ConnectionError:
             return None
         replies: list[Reply] = []
@@ -243,7 +269,7 @@ class AsyncReader:
                 if outcome is LOST:
                     return None
                 if outcome is TIMED_OUT:
-                    raise StoreError("redis read timed out")
+                    raise StoreError(f"redis read failed: no answer within store_timeout={self._timeout:g} s")
                 replies.append(outcome)  # type: ignore[arg-type]  # anything but LOST/TIMED_OUT is a Reply
         except asyncio.CancelledError:
             # The rest of this call's replies are dropped in their turn, unread.
@@ -252,19 +278,17 @@ class AsyncReader:
             raise
         return replies
 
-    async def _connect(self, deadline: float) -> _Connection:
+    async def _connect(self) -> _Connection:
         # Everyone who finds the connection gone shares one attempt: one connection, not N.
         loop = asyncio.get_running_loop()
         task = self._connecting
         if task is None:
             task = self._connecting = loop.create_task(self._open())
             task.add_done_callback(self._opened)
-        # Shielded: one caller's deadline must not cancel the others' connection.
-        # Bounded by this read's deadline (a retry has less than a full timeout left).
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
-            raise StoreError("redis read timed out") from None
+        # Shielded: one caller's cancellation must not cancel the others' connection. No
+        # deadline per caller: _open keeps one from when it starts, not from when each caller
+        # began (in a burst, long before the loop gets to connecting).
+        return await asyncio.shield(task)
 
     def _opened(self, task: asyncio.Task[_Connection]) -> None:
         self._connecting = None
@@ -286,7 +310,7 @@ class AsyncReader:
 
         def factory() -> _Connection:
             nonlocal made
-            made = _Connection(loop, self._coalesce)
+            made = _Connection(loop, self._timeout, self._coalesce)
             return made
 
         try:
@@ -299,8 +323,7 @@ class AsyncReader:
             steps = address.handshake()
             if steps:
                 # Bounded by _open's wait_for; the watchdog's deadline is only a backstop here.
-                deadline = loop.time() + self._timeout
-                futures = conn.send(b"".join(payload for _, payload in steps), len(steps), deadline)
+                futures = conn.send(b"".join(payload for _, payload in steps), len(steps))
                 outcomes = [await f for f in futures]
                 if LOST in outcomes or TIMED_OUT in outcomes:
                     raise ConnectionError("connection lost during the handshake")

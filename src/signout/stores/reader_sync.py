@@ -13,7 +13,18 @@ import weakref
 from collections.abc import Sequence
 
 from ..errors import StoreError, describe
-from .resp import Address, ProtocolError, Reply, Request, Row, check_handshake, encode_hmget, parse, to_row
+from .resp import (
+    INCOMPLETE,
+    Address,
+    ProtocolError,
+    Replies,
+    Reply,
+    Request,
+    Row,
+    check_handshake,
+    encode_hmget,
+    to_row,
+)
 
 _RECV_SIZE = 65536
 
@@ -24,6 +35,7 @@ class _Link:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.pid = os.getpid()
+        self.replies = Replies()
 
     def usable(self) -> bool:
         # A forked child must not share its parent's socket: replies would cross.
@@ -32,29 +44,20 @@ class _Link:
     def exchange(self, payload: bytes, count: int) -> list[Reply]:
         """Send ``payload`` (``count`` commands) and read their replies."""
         self.sock.sendall(payload)
-        replies: list[Reply] = []
-        buf: bytes | bytearray = b""
-        pos = 0
-        while len(replies) < count:
-            got = parse(buf, pos)
-            if got is not None:
-                reply, pos = got
-                replies.append(reply)
+        got: list[Reply] = []
+        replies = self.replies
+        while len(got) < count:
+            reply = replies.next()
+            if reply is INCOMPLETE:
+                chunk = self.sock.recv(_RECV_SIZE)
+                if not chunk:
+                    raise ConnectionResetError("closed by the server")
+                replies.feed(chunk)
                 continue
-            chunk = self.sock.recv(_RECV_SIZE)
-            if not chunk:
-                raise ConnectionResetError("closed by the server")
-            if not buf:
-                buf = chunk  # the usual case: the whole reply in one read, no copy
-            else:
-                if isinstance(buf, bytes):
-                    buf = bytearray(buf)
-                del buf[:pos]
-                pos = 0
-                buf += chunk
-        if pos != len(buf):
+            got.append(reply)  # type: ignore[arg-type]  # INCOMPLETE ruled out above
+        if replies.pending():
             raise ProtocolError("more replies than commands")
-        return replies
+        return got
 
     def close(self) -> None:
         self.sock.close()

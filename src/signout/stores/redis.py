@@ -36,7 +36,7 @@ from redis.retry import Retry
 
 from ..errors import ConfigError, StoreError, describe
 from ..layout import Lookup, Write
-from .base import Value
+from .base import Mode, Rows, Store, Value, within
 from .batch import Coalescer
 from .reader_async import AsyncReader
 from .reader_sync import SyncReader
@@ -125,19 +125,24 @@ SyncClient = Union["redis.Redis", "redis.RedisCluster"]
 # RuntimeError: asyncio's "Event loop is closed" and kin, from a connection
 # that outlived its loop; a store failure, never a 500.
 _FAILURES = (redis.RedisError, OSError, asyncio.TimeoutError, RuntimeError)
+# Connections an asyncio client from a URL may open per loop; beyond them a call waits.
+_POOL_SIZE = 64
 
 
 class _LoopLinks:
     """What one event loop holds of this store: the reader and the redis-py client, each made on first use."""
 
-    __slots__ = ("client", "reader")
+    __slots__ = ("client", "merges", "reader", "reads")
 
     def __init__(self) -> None:
         self.client: AsyncClient | None = None
         self.reader: AsyncReader | None = None
+        # The calls of one tick, coalesced into one pipeline (redis-py reads; every write).
+        self.reads: Coalescer[Lookup, list[Value]] | None = None
+        self.merges: Coalescer[tuple[Write, float], Any] | None = None
 
 
-class RedisStore:
+class RedisStore(Store):
     """A Redis revocation store.
 
     ``source`` is a URL (``redis://``, ``rediss://``, ``unix://``), a client
@@ -185,14 +190,10 @@ class RedisStore:
             self._factory = source
         else:
             raise ConfigError("redis", f"expected a Redis URL, client or factory, not {type(source).__name__}")
-        #: Reads bound themselves by ``timeout`` (the lean reader's watchdog): the
-        #: ASGI adapter then arms no ``asyncio.timeout`` around each check.
-        self.bounds_reads = self._address is not None
         self._links_lock = threading.Lock()
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopLinks] = weakref.WeakKeyDictionary()
-        #: Checks started in one loop tick share one pipeline (see ``stores.batch``).
+        #: Calls started in one loop tick share one pipeline (see ``stores.batch``).
         self._coalesce = coalesce
-        self._coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer] = weakref.WeakKeyDictionary()
 
     @property
     def url(self) -> str | None:
@@ -203,6 +204,10 @@ class RedisStore:
     def address(self) -> Address | None:
         """Where the lean reader connects (``redis://``, ``unix://``); ``None`` when redis-py does all I/O."""
         return self._address
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
 
     @property
     def where(self) -> str:
@@ -223,7 +228,7 @@ class RedisStore:
             return exc
         return StoreError(exc.message, where=self.where, unsure=exc.unsure)
 
-    def serves(self, mode: str) -> bool:
+    def serves(self, mode: Mode) -> bool:
         """Whether this store can serve ``"async"`` (ASGI) or ``"sync"`` (WSGI) callers."""
         if mode == "sync":
             return self._url is not None or self._sync is not None
@@ -231,14 +236,14 @@ class RedisStore:
 
     # ---- clients -------------------------------------------------------
 
-    def _options(self, *, bounded_by_caller: bool) -> dict[str, Any]:
+    def _options(self, *, asyncio_client: bool) -> dict[str, Any]:
         # One quick retry reconnects a connection the server dropped (restart,
-        # failover). The ASGI adapter bounds every call with store_timeout, so
-        # the async client needs no per-read timeout of its own (each one arms
-        # another asyncio timer); the sync client has nothing else to stop it.
-        retry = _async_retry() if bounded_by_caller else _retry()
+        # failover). An asyncio call is bounded by this store (``within``), so the
+        # client needs no per-read timeout of its own (each one arms another
+        # asyncio timer); the sync client has nothing else to stop it.
+        retry = _async_retry() if asyncio_client else _retry()
         options: dict[str, Any] = {"socket_connect_timeout": self._timeout, "retry": retry}
-        if not bounded_by_caller:
+        if not asyncio_client:
             options["socket_timeout"] = self._timeout
         return options
 
@@ -281,7 +286,12 @@ class RedisStore:
         if self._factory is not None:
             return self._factory()
         if self._url is not None:
-            return aredis.Redis.from_url(self._url, **self._options(bounded_by_caller=True))
+            # A call beyond the pool's connections waits for one (bounded by the call's deadline)
+            # instead of failing at once, as the default pool does past 100.
+            pool = aredis.BlockingConnectionPool.from_url(
+                self._url, max_connections=_POOL_SIZE, timeout=self._timeout, **self._options(asyncio_client=True)
+            )
+            return aredis.Redis(connection_pool=pool)
         raise StoreError("this RedisStore holds a sync client; give an asyncio client for ASGI")
 
     def sync_client(self) -> SyncClient:
@@ -289,24 +299,23 @@ class RedisStore:
         if self._sync is None:
             if self._url is None:
                 raise StoreError("this RedisStore holds an asyncio client; give a sync client or a URL for WSGI")
-            self._sync = redis.Redis.from_url(self._url, **self._options(bounded_by_caller=False))
+            self._sync = redis.Redis.from_url(self._url, **self._options(asyncio_client=False))
         return self._sync
 
     # ---- async ---------------------------------------------------------
 
-    async def fetch(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
+    async def fetch(self, lookups: Sequence[Lookup], now: float) -> Rows:
         address = self._address
-        if address is not None:  # the reader pipelines and coalesces by itself
+        if address is not None:  # the reader pipelines, coalesces and keeps the deadline by itself
             return await self._read(address, lookups)
         if not self._coalesce:
             return await self._fetch_now(lookups)
-        loop = asyncio.get_running_loop()
-        coalescer = self._coalescers.get(loop)
-        if coalescer is None:
-            coalescer = self._coalescers[loop] = Coalescer(self._fetch_now)
-        return await coalescer.fetch(lookups)
+        links = self._links(asyncio.get_running_loop())
+        if links.reads is None:
+            links.reads = Coalescer(self._fetch_now)
+        return await links.reads(lookups)
 
-    async def _read(self, address: Address, lookups: Sequence[Lookup]) -> list[list[Value]]:
+    async def _read(self, address: Address, lookups: Sequence[Lookup]) -> Rows:
         try:
             reader = self._reader(address)
             if len(lookups) == 1:
@@ -317,19 +326,21 @@ class RedisStore:
         except (OSError, RuntimeError) as exc:  # these would be a bug, never a 500
             raise self._failure("read", exc) from exc
 
-    async def _fetch_now(self, lookups: Sequence[Lookup]) -> list[list[Value]]:
+    async def _fetch_now(self, lookups: Sequence[Lookup]) -> Rows:
         """The redis-py read (``rediss://``, client or factory stores; ``fetch`` sends the rest to ``_read``)."""
         try:
-            client = self._client()
-            if len(lookups) == 1:
-                row = await client.execute_command("HMGET", lookups[0].key, *lookups[0].fields)
-                return [list(row)]
-            pipe = client.pipeline(transaction=False)
-            for lookup in lookups:
-                pipe.execute_command("HMGET", lookup.key, *lookup.fields)
-            return [list(r) for r in await pipe.execute()]
+            return await within(self._fetch_rows(lookups), self._timeout, lambda: self._late("read"))
         except _FAILURES as exc:
             raise self._failure("read", exc) from exc
+
+    async def _fetch_rows(self, lookups: Sequence[Lookup]) -> Rows:
+        client = self._client()
+        if len(lookups) == 1:
+            return [list(await client.execute_command("HMGET", lookups[0].key, *lookups[0].fields))]
+        pipe = client.pipeline(transaction=False)
+        for lookup in lookups:
+            pipe.execute_command("HMGET", lookup.key, *lookup.fields)
+        return [list(r) for r in await pipe.execute()]
 
     async def write(self, writes: Sequence[Write], now: float) -> None:
         await self._merge(writes, now)
@@ -339,23 +350,43 @@ class RedisStore:
         return _claimed(await self._merge((write,), now))
 
     async def _merge(self, writes: Sequence[Write], now: float) -> list[Any]:
-        """Run the merge script on every write; each one's reply, in order."""
+        """Run the merge script on every write (with the other writes of this tick); each one's reply."""
+        if not self._coalesce:
+            return await self._merge_now(writes, now)
+        links = self._links(asyncio.get_running_loop())
+        if links.merges is None:
+            links.merges = Coalescer(self._merge_batch)
+        return await links.merges([(w, now) for w in writes])
+
+    async def _merge_batch(self, batch: Sequence[tuple[Write, float]]) -> list[Any]:
+        # One "now" per pipeline: the earliest, as the script itself takes the earlier clock.
+        return await self._merge_now([w for w, _ in batch], min(now for _, now in batch))
+
+    async def _merge_now(self, writes: Sequence[Write], now: float) -> list[Any]:
         try:
-            client = self._client()
-            pipe = client.pipeline(transaction=False)
-            replies: list[Any] = [None] * len(writes)
-            pending = list(range(len(writes)))
-            if self._by_digest and not isinstance(pipe, _CLUSTER_PIPES):
-                results = await _queue(pipe, writes, now, whole=False).execute(raise_on_error=False)
-                pending = self._refused(results, replies)
-                if not pending:
-                    return replies
-                pipe = client.pipeline(transaction=False)
-            # Errors raise here, so redis-py's cluster pipelines still retry a failover.
-            results = await _queue(pipe, [writes[i] for i in pending], now, whole=True).execute()
+            return await within(self._merge_pipelined(writes, now), self._timeout, lambda: self._late("write"))
         except _FAILURES as exc:
             raise self._failure("write", exc) from exc
+
+    async def _merge_pipelined(self, writes: Sequence[Write], now: float) -> list[Any]:
+        client = self._client()
+        pipe = client.pipeline(transaction=False)
+        replies: list[Any] = [None] * len(writes)
+        pending = list(range(len(writes)))
+        if self._by_digest and not isinstance(pipe, _CLUSTER_PIPES):
+            results = await _queue(pipe, writes, now, whole=False).execute(raise_on_error=False)
+            pending = self._refused(results, replies)
+            if not pending:
+                return replies
+            pipe = client.pipeline(transaction=False)
+        # Errors raise here, so redis-py's cluster pipelines still retry a failover.
+        results = await _queue(pipe, [writes[i] for i in pending], now, whole=True).execute()
         return _placed(replies, pending, results)
+
+    def _late(self, what: str) -> StoreError:
+        # Cut off by the deadline: a write may already be on its way, so it may still be applied.
+        message = f"redis {what} failed: no answer within store_timeout={self._timeout:g} s"
+        return StoreError(message, where=self.where, unsure=what == "write")
 
     # ---- sync ----------------------------------------------------------
 

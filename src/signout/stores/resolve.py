@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from .base import ForeignStore, Store
 from .memory import MemoryStore
 
 
 def resolve_store(
     *, redis_url: object, redis: object, store: object, timeout: float, local_mirror: object = False, prefix: str = ""
-) -> object:
+) -> Store:
     given = [
         name for name, value in (("redis_url", redis_url), ("redis", redis), ("store", store)) if value is not None
     ]
@@ -19,9 +20,11 @@ def resolve_store(
     if local_mirror and redis_url is None and redis is None:
         raise ConfigError("local_mirror", "mirrors a Redis store: give redis_url= (or redis=) too")
     if store is not None:
+        if isinstance(store, Store):
+            return store
         if not (hasattr(store, "fetch") or hasattr(store, "fetch_sync")):
             raise ConfigError("store", "must be a MemoryStore, a RedisStore or implement the store protocol")
-        return store
+        return ForeignStore(store, timeout)
     if redis_url is None and redis is None:
         return MemoryStore()
     try:

@@ -16,17 +16,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+import hiredis
 from redis.connection import parse_url
 
 from ..errors import ConfigError, StoreError
 
 
-class ErrorReply:
-    """A RESP error reply (``-WRONGTYPE ...``): a value, so it fails only its own command."""
-
-    __slots__ = ("message",)
+class ErrorReply(Exception):
+    """A RESP error reply (``-WRONGTYPE ...``): a value (never raised), so it fails only its own command."""
 
     def __init__(self, message: str) -> None:
+        super().__init__(message)
         self.message = message
 
     @property
@@ -35,11 +35,18 @@ class ErrorReply:
         return self.message.split(" ", 1)[0][:32] or "ERR"
 
 
-Reply: TypeAlias = "bytes | str | int | list[Reply] | ErrorReply | None"
+# A simple string (+OK) arrives as bytes, as a bulk string does.
+Reply: TypeAlias = "bytes | int | list[Reply] | ErrorReply | None"
+
+
+class Incomplete:
+    """What ``Replies.next`` returns while a reply is not all there."""
+
+
+INCOMPLETE = Incomplete()
 Row = list[bytes | None]
 Request = tuple[str, Sequence[bytes]]
 
-_CRLF = b"\r\n"
 
 
 class ProtocolError(ValueError):
@@ -65,55 +72,28 @@ def encode_hmget(key: str, fields: Sequence[bytes]) -> bytes:
     return head + b"".join([b"$%d\r\n%b\r\n" % (len(f), f) for f in fields])
 
 
-def parse(buf: bytes | bytearray, pos: int) -> tuple[Reply, int] | None:
-    """The reply starting at ``pos`` and the position after it; ``None`` while it is incomplete.
+class Replies:
+    """The replies in the bytes a connection receives, parsed by hiredis (the ``redis`` extra's parser).
 
-    An incomplete reply is parsed again from its start when more data comes:
-    only headers are re-read (a bulk string's length says whether its body is
-    all there), so a large value split over many reads costs little.
+    ``feed`` what arrived; ``next`` gives one complete reply at a time, ``INCOMPLETE``
+    while the rest of it has not arrived. Error replies are ``ErrorReply`` values;
+    bytes that are not RESP raise ``ProtocolError``.
     """
-    end = buf.find(_CRLF, pos)
-    if end < 0:
-        return None
-    kind = buf[pos]
-    if kind == 36:  # "$" bulk string, "$-1" nil
-        size = _int(buf, pos, end)
-        if size < 0:
-            return None, end + 2
-        start = end + 2
-        stop = start + size
-        if stop + 2 > len(buf):
-            return None
-        return bytes(buf[start:stop]), stop + 2
-    if kind == 42:  # "*" array, "*-1" nil
-        return _parse_array(buf, _int(buf, pos, end), end + 2)
-    if kind == 43:  # "+" simple string
-        return buf[pos + 1 : end].decode("utf-8", "replace"), end + 2
-    if kind == 45:  # "-" error
-        return ErrorReply(buf[pos + 1 : end].decode("utf-8", "replace")), end + 2
-    if kind == 58:  # ":" integer
-        return _int(buf, pos, end), end + 2
-    raise ProtocolError(f"unexpected RESP type byte {kind!r}")
 
+    __slots__ = ("_reader",)
 
-def _parse_array(buf: bytes | bytearray, count: int, pos: int) -> tuple[Reply, int] | None:
-    if count < 0:
-        return None, pos
-    items: list[Reply] = []
-    for _ in range(count):
-        got = parse(buf, pos)
-        if got is None:
-            return None
-        item, pos = got
-        items.append(item)
-    return items, pos
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader(protocolError=ProtocolError, replyError=ErrorReply, notEnoughData=INCOMPLETE)
 
+    def feed(self, data: bytes) -> None:
+        self._reader.feed(data)
 
-def _int(buf: bytes | bytearray, pos: int, end: int) -> int:
-    try:
-        return int(buf[pos + 1 : end])
-    except ValueError:
-        raise ProtocolError("malformed RESP length or integer") from None
+    def next(self) -> Reply | Incomplete:
+        return self._reader.gets()  # type: ignore[no-any-return]
+
+    def pending(self) -> bool:
+        """Whether bytes were received that are not a whole reply yet (or not read out)."""
+        return bool(self._reader.has_data())
 
 
 def to_row(reply: Reply) -> Row:
@@ -170,7 +150,7 @@ class Address:
 
 def check_handshake(steps: Sequence[tuple[str, bytes]], replies: Sequence[Reply]) -> None:
     for (name, _), reply in zip(steps, replies, strict=True):
-        if reply != "OK":
+        if reply != b"OK":
             # Only the command's name and the error type: AUTH's arguments are credentials.
             kind = reply.kind if isinstance(reply, ErrorReply) else "unexpected reply"
             raise StoreError(f"redis {name} failed: {kind}")
