@@ -1,4 +1,4 @@
-"""The guard's one Redis read (``HMGET``): redis-py vs signout's lean RESP2 reader (``stores.resp``).
+"""The guard's one Redis read (``HMGET``): redis-py vs signout's lean RESP2 reader (``stores.wire``).
 
 On a private redis-server, 64 hashes of 3 fields (a user's bucket); every call
 asks for 3 fields of one of them (jti, sid and the user-wide cutoff). Variants:
@@ -7,7 +7,7 @@ asks for 3 fields of one of them (jti, sid and the user-wide cutoff). Variants:
                      32-concurrent: ``asyncio.gather`` of 32 such calls (the pool opens 32 connections).
 * ``redis-py-pipe``  32-concurrent only: one ``pipeline(transaction=False)`` of 32 ``HMGET``.
 * ``resp``           ``AsyncReader.hmget``: one pipelined connection; 32-concurrent: ``asyncio.gather``
-                     of 32 calls (sent in a couple of writes, see ``stores.resp``).
+                     of 32 calls (sent in a couple of writes, see ``stores.wire``).
 * ``redis-py-sync``  ``redis.Redis.execute_command("HMGET", ...)``, sequential.
 * ``resp-sync``      ``SyncReader.hmget``, sequential.
 
@@ -32,9 +32,9 @@ import redis.asyncio as aredis
 from _common import WIDTH, StealMeter, median, redis_server, redis_url, rotations, versions
 from redis.utils import HIREDIS_AVAILABLE
 
-from signout.stores.reader_async import AsyncReader
-from signout.stores.reader_sync import SyncReader
-from signout.stores.resp import Address
+from signout.stores.wire.blocking import SyncReader
+from signout.stores.wire.pipelined import AsyncReader
+from signout.stores.wire.resp import Address
 
 BUCKETS = 64
 FIELDS = (b"jti-0123456789abcdef", b"sid-0123456789abcdef", b"u")

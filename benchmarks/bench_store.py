@@ -267,7 +267,7 @@ def memory(port: int, args: argparse.Namespace) -> None:
 
 #: How each follower is started before timing: a task on the serving loop (what an ASGI app
 #: gets), or the thread (what WSGI gets; ``wait_in_sync`` from sync code starts it).
-FOLLOWERS = ("loop", "thread")
+FOLLOWERS = ("asyncio", "socket")
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,7 @@ async def mirrored_pair(port: int, keys: Keys, follower: str) -> list[signout.Si
     ]
     for middleware in pair:
         store = mirror_of(middleware)
-        synced = await store.await_in_sync(10) if follower == "loop" else store.wait_in_sync(10)
+        synced = await store.await_in_sync(10) if follower == "asyncio" else store.wait_in_sync(10)
         if not synced or store.following != follower:
             raise RuntimeError(f"a mirror did not get in sync within 10 s, followed by {follower}")
     return pair
@@ -451,7 +451,7 @@ async def lag(port: int, args: argparse.Namespace) -> None:
             f" {median(row.writes):15.2f} {row.read_backs:>10}{note}"
         )
     for placement in dict.fromkeys(r.placement for r in rows):
-        print(f"  {placement}: thread p99 / loop p99:", end="")
+        print(f"  {placement}: socket p99 / asyncio p99:", end="")
         for load in LOADS:
             loop_p99, thread_p99 = (
                 percentile(r.lags, 99)

@@ -11,11 +11,11 @@ import pytest
 from signout import layout
 from signout.config import build_settings
 from signout.core import Engine
-from signout.http import BadAuthorization, Request, bearer_token, cookies, deletion_cookie, origin_of, path_matches
 from signout.rules import revoked
 from signout.steps import Commit, Fetch, Pass, Respond, Step, Written
 from signout.stores.memory import MemoryStore
 from signout.tokens import Source, Token
+from signout.web import BadAuthorization, Request, bearer_token, cookies, deletion_cookie, origin_of, path_matches
 
 from .conftest import ISS, NOW, SECRET
 
@@ -285,13 +285,13 @@ def test_every_header_signout_reads_is_in_read_headers() -> None:
     # anywhere else would be silently absent under WSGI.
     import pathlib
 
-    from signout import http
+    from signout import web
 
-    source = "\n".join(p.read_text() for p in pathlib.Path(http.__file__).parent.rglob("*.py"))
+    source = "\n".join(p.read_text() for p in pathlib.Path(web.__file__).parent.rglob("*.py"))
     read = set(re.findall(r'header_values\([^,]+, b"([a-z-]+)"\)', source))
     read |= set(re.findall(r'if k == b"([a-z-]+)"', source))
     assert read, "the pattern no longer finds the reads: update this test"
-    assert read <= {name.decode() for name in http.READ_HEADERS}
+    assert read <= {name.decode() for name in web.READ_HEADERS}
 
 
 # ---- the quick path: only ever the same verdict as start ----------------------------------------

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from signout import SignOutMiddleware, SignOutWSGIMiddleware, StoreError
 from signout.config import build_settings
 from signout.errors import InvalidClaim
-from signout.stores.batch import Coalescer
+from signout.stores.redis.batch import Coalescer
 from signout.tokens import Source
 
 from .apps import starlette_app, wsgi_app

@@ -1,4 +1,4 @@
-"""The lean RESP2 reader (``stores.resp``), against real redis-servers: parsing, auth, db, sockets, failures."""
+"""The lean RESP2 reader (``stores.wire``), against real redis-servers: parsing, auth, db, sockets, failures."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from signout import RedisStore, SignOutMiddleware, SignOutWSGIMiddleware
 from signout.errors import ConfigError, StoreError
 from signout.layout import Lookup
 from signout.stores.base import Value
-from signout.stores.reader_async import AsyncReader
-from signout.stores.reader_sync import SyncReader
-from signout.stores.resp import INCOMPLETE, Address, ErrorReply, ProtocolError, Replies, Row, encode
+from signout.stores.wire.blocking import SyncReader
+from signout.stores.wire.pipelined import AsyncReader
+from signout.stores.wire.resp import INCOMPLETE, Address, ErrorReply, ProtocolError, Replies, Row, encode
 
 from .apps import RawApp, wsgi_app
 from .conftest import SECRET, RedisServer, TokenFactory, free_port, missing_redis, spawn_redis, wait_for_redis

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .config import Settings
-from .http import Answer, answer, with_headers
 from .tokens import Source
+from .web import Answer, answer, with_headers
 
 Header = tuple[bytes, bytes]
 

@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, cast
 
 from .errors import StoreError
-from .http import Answer, Request
 from .layout import Lookup
 from .options import Options
 from .steps import Claim, Fetch, Pass, Read, Respond, Step, Unread, Written
+from .web import Answer, Request
 from .wiring import CLAIMS_KEY, REVOKER_KEY, Adapter
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterator, Sequence
 from urllib.parse import parse_qsl
 
-from .http import Headers, header_values
+from .web import Headers, header_values
 
 
 class UnreadableBody(Exception):

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 from .audit import Sink
 from .csrf import parse_trusted
 from .errors import ConfigError
-from .http import deletion_cookie, path_matches
-from .http import origin_of as _origin
 from .keys import parse_algorithms, parse_keys
 from .tokens import MAX_TOKEN_CHARS, Verifier
+from .web import deletion_cookie, path_matches
+from .web import origin_of as _origin
 
 Clock = Callable[[], float]
 

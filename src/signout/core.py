@@ -22,7 +22,11 @@ from .config import Settings
 from .csrf import refusal
 from .endpoint import revocation_endpoint
 from .errors import InvalidClaim, MalformedToken, TokenError, WrongTokenKind
-from .http import (
+from .layout import Lookup, Write
+from .rotation import refresh_uses
+from .steps import Commit, Fetch, Pass, Read, Respond, Row, Step, Unread, Written
+from .tokens import Source, Token
+from .web import (
     Answer,
     BadAuthorization,
     Headers,
@@ -34,10 +38,6 @@ from .http import (
     peer,
     query_param,
 )
-from .layout import Lookup, Write
-from .rotation import refresh_uses
-from .steps import Commit, Fetch, Pass, Read, Respond, Row, Step, Unread, Written
-from .tokens import Source, Token
 
 log = logging.getLogger("signout")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .http import Headers, header_values, origin_of
+from .web import Headers, header_values, origin_of
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 

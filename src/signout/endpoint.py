@@ -14,18 +14,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from . import kinds, rules
+from .context import Context
 from .errors import TokenError
-from .http import Headers, Request, basic_credentials, content_type, form, header_values, query_param
 from .layout import Write
 from .steps import Commit, Read, Respond, Step, Unread, Written
 from .tokens import Source, Token
-
-if TYPE_CHECKING:
-    from .core import Engine
+from .web import Headers, Request, basic_credentials, content_type, form, header_values, query_param
 
 _SCOPES = ("token", "session", "user")
 _FORM = "application/x-www-form-urlencoded"
@@ -133,14 +130,14 @@ def _digest(value: bytes) -> bytes:
 # ---- the endpoint ------------------------------------------------------------------
 
 
-def revocation_endpoint(engine: Engine, request: Request) -> Step:
+def revocation_endpoint(engine: Context, request: Request) -> Step:
     if request.method != "POST":
         return Respond(engine.answers.revoke_method)
     # The body is read before authenticating: client_secret_post's credentials are in it.
     return Read(limit=engine.settings.max_body_bytes, resume=lambda body: _received(engine, request, body))
 
 
-def _received(engine: Engine, request: Request, body: bytes | Unread) -> Step:
+def _received(engine: Context, request: Request, body: bytes | Unread) -> Step:
     a = engine.answers
     if isinstance(body, Unread):
         return _unread(engine, request, body)
@@ -161,7 +158,7 @@ def _received(engine: Engine, request: Request, body: bytes | Unread) -> Step:
     return _parse(engine, request, client_id, body, fields)
 
 
-def _unread(engine: Engine, request: Request, why: Unread) -> Step:
+def _unread(engine: Context, request: Request, why: Unread) -> Step:
     """A body too large or broken: any credentials in it are lost, only the header can authenticate."""
     a = engine.answers
     sent_header = bool(header_values(request.headers, b"authorization"))
@@ -174,7 +171,7 @@ def _unread(engine: Engine, request: Request, why: Unread) -> Step:
     return Respond(a.bad_revoke_request("the request body could not be read"))
 
 
-def _parse(engine: Engine, request: Request, client_id: str, body: bytes, fields: Fields | None) -> Step:
+def _parse(engine: Context, request: Request, client_id: str, body: bytes, fields: Fields | None) -> Step:
     a = engine.answers
     kind = content_type(request.headers)
     flags = {
@@ -210,7 +207,7 @@ def _scope(revoke: list[str], wide: list[str]) -> str | None:
     return "session" if wide and wide[0].lower() in ("true", "1", "yes") else "token"
 
 
-def _revoke(engine: Engine, request: Request, client_id: str, raw: str, scope: str) -> Step:
+def _revoke(engine: Context, request: Request, client_id: str, raw: str, scope: str) -> Step:
     s = engine.settings
     a = engine.answers
     now = s.clock()
@@ -250,7 +247,7 @@ def _revoke(engine: Engine, request: Request, client_id: str, raw: str, scope: s
     return Commit(writes=writes, now=now, resume=done)
 
 
-def _writes(engine: Engine, token: Token, scope: str, now: float) -> tuple[Write, ...]:
+def _writes(engine: Context, token: Token, scope: str, now: float) -> tuple[Write, ...]:
     policy = engine.policy
     if scope == "user" and token.sub is not None:
         return (rules.user_write(policy, iss=token.iss, sub=token.sub, now=now),)

@@ -11,19 +11,16 @@ the app, and every other request nothing at all.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from . import rules
-from .http import Request
+from .context import Context
 from .steps import Claim, Commit, Pass, Respond, Step, Written
 from .tokens import Source, Token
-
-if TYPE_CHECKING:
-    from .core import Engine
+from .web import Request
 
 
 def refresh_uses(
-    engine: Engine, request: Request, tokens: Sequence[Token], first_uses: Sequence[float | None], now: float
+    engine: Context, request: Request, tokens: Sequence[Token], first_uses: Sequence[float | None], now: float
 ) -> Step:
     """The guard's answer for unrevoked ``tokens`` whose refresh tokens were first used at ``first_uses``."""
     for token, first in zip(tokens, first_uses, strict=True):
@@ -44,13 +41,13 @@ def refresh_uses(
     return Pass(tokens[0], after=lambda: mark_used(engine, request, refresh))
 
 
-def reused(engine: Engine, elapsed: float) -> bool:
+def reused(engine: Context, elapsed: float) -> bool:
     """Whether a refresh token first used ``elapsed`` seconds ago is reused now (grace 0: any second use)."""
     grace = engine.settings.refresh_reuse_grace
     return elapsed > grace or grace == 0
 
 
-def mark_used(engine: Engine, request: Request, pending: list[Token]) -> Step:
+def mark_used(engine: Context, request: Request, pending: list[Token]) -> Step:
     """Record each refresh token's first use, once the app has accepted it (a 2xx).
 
     A claim, atomic in the store: when two instances let the same token through
@@ -75,7 +72,7 @@ def mark_used(engine: Engine, request: Request, pending: list[Token]) -> Step:
     return Claim(rules.claim_use(engine.policy, token, now), now, claimed)
 
 
-def reuse(engine: Engine, request: Request, token: Token, now: float) -> Step:
+def reuse(engine: Context, request: Request, token: Token, now: float) -> Step:
     """A rotated-out refresh token came back: revoke its whole login, refuse the request."""
     answers = engine.answers
 

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from .http import Answer
 from .layout import Lookup, Write
 from .tokens import Token
+from .web import Answer
 
 Row = Sequence[bytes | str | None]
 

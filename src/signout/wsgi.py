@@ -13,9 +13,9 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
-from .http import READ_HEADERS, Answer, Request
 from .options import Options
 from .steps import Claim, Fetch, Pass, Read, Respond, Step, Unread, Written
+from .web import READ_HEADERS, Answer, Request
 from .wiring import CLAIMS_KEY, REVOKER_KEY, Adapter
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
-# The environ keys of the headers signout reads (``http.READ_HEADERS``), and
+# The environ keys of the headers signout reads (``web.READ_HEADERS``), and
 # their ASGI names. Building only these, not all of them, is most of what a
 # guarded WSGI request costs signout besides the token and the store.
 _ENVIRON_HEADERS = tuple(

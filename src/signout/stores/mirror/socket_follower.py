@@ -1,4 +1,4 @@
-"""The thread follower on a socket of its own (``redis://``, ``unix://``): every check reads it first.
+"""The follower on a socket of its own, in a thread (``redis://``, ``unix://``): every check reads it first.
 
 A follower thread has to win the GIL before it can apply what arrived, and
 in a busy process it waits: a WSGI server's request threads, or an event
@@ -11,8 +11,8 @@ applies it itself, under the follower's lock, before answering. A check
 never answers from a copy older than what its instance has received.
 
 The thread still does the rest: connect, subscribe, copy every bucket, wait
-for messages when no check comes, PING, and re-read the buckets a bare key or
-an unreadable message names (redis-py's sync client, as the full copy). Until
+for messages when no check comes, PING, and re-read the buckets an unreadable
+message names (redis-py's sync client, as the full copy). Until
 such a bucket is re-read, checks that need it ask Redis: the copy is known to
 be behind there. Re-reads are merged into the copy rather than replacing the
 bucket: a check may have applied a newer message meanwhile, and values only
@@ -35,12 +35,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import StoreError
-from ..layout import Lookup, Write
-from .base import Value
-from .follow import _chunks, _Follower, _hgetall_each, _Setup, _Watchdog
-from .reader_sync import _Link, connect
-from .resp import INCOMPLETE, Address, ErrorReply, ProtocolError, Replies, encode
+from ...errors import StoreError
+from ...layout import Lookup, Write
+from ..base import Value
+from ..wire.blocking import Link, connect
+from ..wire.resp import INCOMPLETE, Address, ErrorReply, ProtocolError, Replies, encode
+from .follower import Follower, Setup, Watchdog, chunks, hgetall_each
 
 _RECV_SIZE = 65536
 _PING = encode("PING")
@@ -49,7 +49,7 @@ _PING = encode("PING")
 class _Subscription:
     """The subscribed socket (non-blocking once subscribed) and the bytes read but not yet parsed."""
 
-    def __init__(self, link: _Link, channel: str) -> None:
+    def __init__(self, link: Link, channel: str) -> None:
         self.link = link
         self.sock = link.sock
         self.replies = Replies()
@@ -111,12 +111,12 @@ class _Subscription:
         self.link.close()
 
 
-class _SocketFollower(_Follower):
+class SocketFollower(Follower):
     """A daemon thread that keeps the copy; every in-sync check first takes what arrived (see the module)."""
 
-    kind = "thread"
+    kind = "socket"
 
-    def __init__(self, setup: _Setup, address: Address, client_of: Callable[[], Any]) -> None:
+    def __init__(self, setup: Setup, address: Address, client_of: Callable[[], Any]) -> None:
         super().__init__(setup)
         self._address = address
         self._client_of = client_of
@@ -124,7 +124,7 @@ class _SocketFollower(_Follower):
         #: Held while reading the socket and applying what was read: by the thread or by a check.
         self._lock = threading.Lock()
         self._sub: _Subscription | None = None
-        self._watchdog = _Watchdog(setup.ping_every, time.monotonic())
+        self._watchdog = Watchdog(setup.ping_every, time.monotonic())
         #: Buckets to re-read (the thread's to do), and those not yet re-read (checks ask Redis).
         self._rereads: dict[str, None] = {}
         self._unsure: set[str] = set()
@@ -232,7 +232,7 @@ class _SocketFollower(_Follower):
             self._copy_sync(client)
             with self._lock:
                 self._sub, self._failure, self._rereads, self._unsure = sub, None, {}, set()
-                self._watchdog = _Watchdog(self.setup.ping_every, time.monotonic())
+                self._watchdog = Watchdog(self.setup.ping_every, time.monotonic())
             self._synced()
             waiting = select.poll()
             waiting.register(sub.sock, select.POLLIN)
@@ -265,8 +265,8 @@ class _SocketFollower(_Follower):
             pass
 
     def _reread(self, client: Any, keys: Sequence[str]) -> None:
-        for chunk in _chunks(keys):
-            replies = _hgetall_each(client.pipeline(transaction=False), chunk).execute()
+        for chunk in chunks(keys):
+            replies = hgetall_each(client.pipeline(transaction=False), chunk).execute()
             # Merged, not replaced: a check may have applied a newer message to these buckets meanwhile.
             merged = [Write(key, tuple(fields.items())) for key, fields in zip(chunk, replies, strict=True)]
             self.local.write_sync(merged, time.time())

@@ -1,4 +1,4 @@
-"""What both followers of a local mirror share: the copy, the messages, the watchdog.
+"""What every follower of a local mirror shares: the copy, the messages, the watchdog.
 
 A *change message* is what ``MERGE_SCRIPT`` publishes after each write, on
 ``<prefix>:changes``::
@@ -8,11 +8,9 @@ A *change message* is what ``MERGE_SCRIPT`` publishes after each write, on
 a netstring being ``<decimal length>:<bytes>,``. The fields are the ones the
 write merged and Redis still holds, each with the value Redis now holds for
 it; a follower merges them into its copy as they are (``layout.merge``, the
-script's own rule), with no round trip. A message without the leading byte
-is a bare key (what writers published before): the follower re-reads that
-bucket with ``HGETALL``, as it does for a message whose fields it cannot
-read. A message whose bucket it cannot even tell costs a full copy: the one
-way to be sure no revocation in it is lost.
+script's own rule), with no round trip. A message whose fields it cannot
+read makes it re-read that bucket with ``HGETALL``; one whose bucket it cannot
+even tell costs a full copy: the one way to be sure no revocation in it is lost.
 """
 
 from __future__ import annotations
@@ -30,17 +28,17 @@ from typing import Any, Protocol
 
 import redis
 
-from ..errors import StoreError, describe
-from ..layout import Lookup, Write
-from .base import Value
-from .memory import MemoryStore
+from ...errors import StoreError, describe
+from ...layout import Lookup, Write
+from ..base import Value
+from ..memory import MemoryStore
 
 log = logging.getLogger("signout")
 
 #: Buckets re-read in one pipeline, and messages taken in one burst: bounds how long one holds the loop.
-_BURST = 256
+BURST = 256
 #: Buckets asked for per ``SCAN`` step of a full copy.
-_SCAN_COUNT = 1000
+SCAN_COUNT = 1000
 #: Seconds before retrying after a loss; doubled on each failed attempt, reset by a subscription
 #: that stayed in sync for ``_HEALTHY`` seconds.
 _FIRST_BACKOFF, _LAST_BACKOFF, _HEALTHY = 0.05, 2.0, 10.0
@@ -57,7 +55,7 @@ class _Unreadable(StoreError):
 
 
 @dataclass(frozen=True)
-class _Setup:
+class Setup:
     """What every follower of one mirror is told."""
 
     channel: str
@@ -72,27 +70,27 @@ class _Setup:
         return self.pattern[:-1]
 
 
-class _Follower:
+class Follower:
     """One follower's copy and in-sync flag, and what both kinds share.
 
     Each follower fills a copy of its own, so one that ends late (a task on a
     loop that stopped) can never clear or overwrite the copy of its successor.
 
-    Both read their messages alike (``_burst``): when idle, wait for the next
-    message; merge the fields a message carries at once; note the buckets to
-    re-read (bare keys, unreadable fields), each once per burst. A burst
-    takes every message that has already arrived (up to ``_BURST``), except
+    Every follower reads its messages alike (``_burst``): when idle, wait for the
+    next message; merge the fields a message carries at once; note the buckets to
+    re-read (unreadable fields), each once per burst. A burst
+    takes every message that has already arrived (up to ``BURST``), except
     that a bucket to re-read, heard when idle, is re-read at once (a lone
     revocation waits for no company, not even one more loop turn). Right
     after a re-read, the next burst takes all that arrived meanwhile without
-    waiting, so a burst of bare keys for one bucket costs two ``HGETALL``s,
+    waiting, so a burst of unreadable changes to one bucket costs two ``HGETALL``s,
     not one per message. Merging before the re-read is safe: the reply was
     asked for after every message of the burst, so it is newer than them all.
     """
 
     kind = ""
 
-    def __init__(self, setup: _Setup) -> None:
+    def __init__(self, setup: Setup) -> None:
         self.setup = setup
         self.local = MemoryStore(warn=False)
         # Set by a full copy; cleared the moment the subscription is in doubt.
@@ -152,7 +150,7 @@ class _Follower:
         wait, self._backoff = self._backoff, min(self._backoff * 2, _LAST_BACKOFF)
         return wait
 
-    def _take(self, message: dict[str, Any], watchdog: _Watchdog, rereads: dict[str, None]) -> None:
+    def _take(self, message: dict[str, Any], watchdog: Watchdog, rereads: dict[str, None]) -> None:
         """Act on one pub/sub message: merge its fields, or note its bucket to re-read; or a PONG."""
         kind = message.get("type")
         if kind == "message":
@@ -181,9 +179,9 @@ class _Follower:
         self.local.clear()
         cursor = 0
         while True:
-            cursor, found = client.scan(cursor, match=self.setup.pattern, count=_SCAN_COUNT)
-            for chunk in _chunks([_text(k) for k in found]):
-                self._apply(chunk, _hgetall_each(client.pipeline(transaction=False), chunk).execute())
+            cursor, found = client.scan(cursor, match=self.setup.pattern, count=SCAN_COUNT)
+            for chunk in chunks([key_text(k) for k in found]):
+                self._apply(chunk, hgetall_each(client.pipeline(transaction=False), chunk).execute())
             if not cursor:
                 return
 
@@ -201,7 +199,7 @@ def read_change(data: bytes | str) -> tuple[str, Fields | None]:
     if isinstance(data, str):  # a client that decodes replies; what it decoded encodes back exactly
         data = data.encode()
     if not data.startswith(_FIELDS_MARK):
-        return data.decode(), None  # a bare key
+        raise ValueError("not a change message")
     raw, at = _netstring(data, 1)
     key = raw.decode()
     fields: list[tuple[bytes, bytes]] = []
@@ -227,7 +225,7 @@ def _netstring(data: bytes, at: int) -> tuple[bytes, int]:
     return data[colon + 1 : end], end + 1
 
 
-class _Watchdog:
+class Watchdog:
     """PING every ``every`` seconds; a PING left unanswered for ``2 * every`` means the connection is dead.
 
     A network that drops packets without closing the socket raises nothing:
@@ -274,22 +272,22 @@ class _Connects(Protocol):
     connects: int
 
 
-def _check_renewal(pubsub: _Connects, seen: int) -> None:
+def check_renewal(pubsub: _Connects, seen: int) -> None:
     # redis-py reconnects a dropped subscription by itself and re-subscribes,
     # silently: whatever was published in between is lost to us.
     if pubsub.connects != seen:
         raise StoreError("the subscription was dropped and silently renewed")
 
 
-def _hgetall_each(pipe: Any, keys: Sequence[str]) -> Any:
+def hgetall_each(pipe: Any, keys: Sequence[str]) -> Any:
     for key in keys:
         pipe.hgetall(key)
     return pipe
 
 
-def _chunks(keys: Sequence[str]) -> list[Sequence[str]]:
-    return [keys[i : i + _BURST] for i in range(0, len(keys), _BURST)]
+def chunks(keys: Sequence[str]) -> list[Sequence[str]]:
+    return [keys[i : i + BURST] for i in range(0, len(keys), BURST)]
 
 
-def _text(key: bytes | str) -> str:
+def key_text(key: bytes | str) -> str:
     return key.decode() if isinstance(key, bytes) else key

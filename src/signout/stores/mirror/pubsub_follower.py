@@ -1,4 +1,5 @@
-"""The follower in a thread (WSGI, or ``wait_in_sync()`` from sync code): redis-py's sync pub/sub."""
+"""The follower in a thread on redis-py's sync pub/sub: for stores with no address of their own
+(``rediss://``, a client given), in WSGI apps or from ``wait_in_sync()``."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from typing import Any
 
 import redis.client
 
-from .follow import _BURST, _check_renewal, _chunks, _Follower, _hgetall_each, _Setup, _Watchdog
+from .follower import BURST, Follower, Setup, Watchdog, check_renewal, chunks, hgetall_each
 
 
-class _ThreadFollower(_Follower):
+class PubSubFollower(Follower):
     """A daemon thread with redis-py's sync pub/sub: for callers with no event loop."""
 
-    kind = "thread"
+    kind = "pubsub"
 
-    def __init__(self, setup: _Setup, client_of: Callable[[], Any]) -> None:
+    def __init__(self, setup: Setup, client_of: Callable[[], Any]) -> None:
         super().__init__(setup)
         self._client_of = client_of
         self._stop = threading.Event()
@@ -48,11 +49,11 @@ class _ThreadFollower(_Follower):
             seen = pubsub.connects
             self._copy_sync(client)
             self._synced()
-            watchdog = _Watchdog(self.setup.ping_every, time.monotonic())
+            watchdog = Watchdog(self.setup.ping_every, time.monotonic())
             rereads: dict[str, None] = {}
             while not self._stop.is_set():
                 rereads = self._burst(pubsub, watchdog, waiting=not rereads)
-                _check_renewal(pubsub, seen)
+                check_renewal(pubsub, seen)
                 self._refresh(client, list(rereads))
                 if watchdog.ping_due(time.monotonic()):
                     pubsub.ping()
@@ -60,26 +61,26 @@ class _ThreadFollower(_Follower):
             self.ready.clear()
             pubsub.close()
 
-    def _burst(self, pubsub: _CountingPubSub, watchdog: _Watchdog, *, waiting: bool) -> dict[str, None]:
-        """Take the messages of one burst; returns the buckets to re-read (the rule: see ``_Follower``)."""
+    def _burst(self, pubsub: _CountingPubSub, watchdog: Watchdog, *, waiting: bool) -> dict[str, None]:
+        """Take the messages of one burst; returns the buckets to re-read (the rule: see ``Follower``)."""
         rereads: dict[str, None] = {}
         message = pubsub.get_message(timeout=watchdog.wait if waiting else 0)
         taken = 0
         while message is not None:
             self._take(message, watchdog, rereads)
             taken += 1
-            if (waiting and rereads) or taken == _BURST:
+            if (waiting and rereads) or taken == BURST:
                 break  # heard when idle: re-read it now; or enough for one burst
             message = pubsub.get_message(timeout=0)
         return rereads
 
     def _refresh(self, client: Any, keys: Sequence[str]) -> None:
-        for chunk in _chunks(keys):
-            self._apply(chunk, _hgetall_each(client.pipeline(transaction=False), chunk).execute())
+        for chunk in chunks(keys):
+            self._apply(chunk, hgetall_each(client.pipeline(transaction=False), chunk).execute())
 
 
 class _CountingPubSub(redis.client.PubSub):
-    """Counts connects: any after the subscription's first is a silent renewal (see ``_check_renewal``)."""
+    """Counts connects: any after the subscription's first is a silent renewal (see ``check_renewal``)."""
 
     connects = 0
 

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
-from ..errors import StoreError
+from ...errors import StoreError
 
 I = TypeVar("I")  # noqa: E741 - an item sent
 R = TypeVar("R")  # its reply

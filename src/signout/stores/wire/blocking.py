@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections.abc import Sequence
 
-from ..errors import StoreError, describe
+from ...errors import StoreError, describe
 from .resp import (
     INCOMPLETE,
     Address,
@@ -29,7 +29,7 @@ from .resp import (
 _RECV_SIZE = 65536
 
 
-class _Link:
+class Link:
     """One thread's socket and the unread bytes after its last reply."""
 
     def __init__(self, sock: socket.socket) -> None:
@@ -73,7 +73,7 @@ class SyncReader:
         self._address = address
         self._timeout = timeout
         self._local = threading.local()
-        self._links: weakref.WeakSet[_Link] = weakref.WeakSet()
+        self._links: weakref.WeakSet[Link] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def hmget(self, key: str, fields: Sequence[bytes]) -> Row:
@@ -85,7 +85,7 @@ class SyncReader:
 
     def call(self, payload: bytes, count: int) -> list[Reply]:
         """Send ``count`` commands in one write; their replies in order."""
-        link: _Link | None = getattr(self._local, "link", None)
+        link: Link | None = getattr(self._local, "link", None)
         if link is not None and link.usable():
             try:
                 return self._exchange(link, payload, count)
@@ -99,7 +99,7 @@ class SyncReader:
         except (OSError, ProtocolError) as exc:
             raise StoreError(f"redis read failed: {describe(exc)}") from None
 
-    def _exchange(self, link: _Link, payload: bytes, count: int) -> list[Reply]:
+    def _exchange(self, link: Link, payload: bytes, count: int) -> list[Reply]:
         try:
             return link.exchange(payload, count)
         except BaseException:
@@ -110,14 +110,14 @@ class SyncReader:
             self._drop(link)
             raise
 
-    def _open(self) -> _Link:
+    def _open(self) -> Link:
         link = connect(self._address, self._timeout)
         self._local.link = link
         with self._lock:
             self._links.add(link)
         return link
 
-    def _drop(self, link: _Link) -> None:
+    def _drop(self, link: Link) -> None:
         link.close()
         if getattr(self._local, "link", None) is link:
             del self._local.link
@@ -131,7 +131,7 @@ class SyncReader:
             link.close()
 
 
-def connect(address: Address, timeout: float) -> _Link:
+def connect(address: Address, timeout: float) -> Link:
     """A blocking socket to ``address``, authenticated and on its database; ``timeout`` bounds each step."""
     try:
         if address.path is not None:
@@ -147,7 +147,7 @@ def connect(address: Address, timeout: float) -> _Link:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as exc:
         raise StoreError(f"redis connect failed: {describe(exc)}") from None
-    link = _Link(sock)
+    link = Link(sock)
     steps = address.handshake()
     if steps:
         try:

@@ -24,7 +24,7 @@ import socket
 from collections.abc import Sequence
 from typing import TypeAlias
 
-from ..errors import StoreError, describe
+from ...errors import StoreError, describe
 from .resp import (
     INCOMPLETE,
     Address,

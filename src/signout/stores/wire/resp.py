@@ -3,10 +3,10 @@
 Every guarded request costs one ``HMGET``. Through redis-py's asyncio client
 that round trip costs 2-3 times what the socket does (connection pool, retry
 wrapper, command packer, response callbacks), so a ``redis://`` or ``unix://``
-store reads through ``stores.reader_async`` (one pipelined connection per
-event loop) and ``stores.reader_sync`` (one socket per thread), both built on
-this module; writes, TLS and cluster/sentinel clients stay on redis-py
-(``stores.redis``). Nothing here ever puts a password, key or value in an
+store reads through ``pipelined`` (one pipelined connection per event loop)
+and ``blocking`` (one socket per thread), both built on this module; writes,
+TLS and cluster/sentinel clients stay on redis-py (``stores.redis``). Replies
+are parsed by hiredis. Nothing here ever puts a password, key or value in an
 exception message.
 """
 
@@ -19,7 +19,7 @@ from typing import TypeAlias
 import hiredis
 from redis.connection import parse_url
 
-from ..errors import ConfigError, StoreError
+from ...errors import ConfigError, StoreError
 
 
 class ErrorReply(Exception):
@@ -46,7 +46,6 @@ class Incomplete:
 INCOMPLETE = Incomplete()
 Row = list[bytes | None]
 Request = tuple[str, Sequence[bytes]]
-
 
 
 class ProtocolError(ValueError):

@@ -1,4 +1,5 @@
-"""The follower on the serving event loop (ASGI): a task, with connections of its own on that loop."""
+"""The follower on the serving event loop (ASGI): a task on redis-py's asyncio pub/sub, with
+connections of its own on that loop."""
 
 from __future__ import annotations
 
@@ -14,20 +15,20 @@ import redis.asyncio.client
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
-from ..layout import Lookup
-from .base import Value
-from .follow import _BURST, _SCAN_COUNT, _check_renewal, _chunks, _Follower, _hgetall_each, _Setup, _text, _Watchdog
-from .redis import RedisStore
+from ...layout import Lookup
+from ..base import Value
+from ..redis.store import RedisStore
+from .follower import BURST, SCAN_COUNT, Follower, Setup, Watchdog, check_renewal, chunks, hgetall_each, key_text
 
 log = logging.getLogger("signout")
 
 
-class _LoopFollower(_Follower):
+class AsyncioFollower(Follower):
     """A task on the running loop; its connections are its own and never leave that loop."""
 
-    kind = "loop"
+    kind = "asyncio"
 
-    def __init__(self, setup: _Setup, connect: Callable[[], aredis.Redis]) -> None:
+    def __init__(self, setup: Setup, connect: Callable[[], aredis.Redis]) -> None:
         super().__init__(setup)
         self._connect = connect
         self._stopping = False
@@ -99,12 +100,12 @@ class _LoopFollower(_Follower):
             seen = pubsub.connects
             await self._copy_all(client)
             self._synced()
-            watchdog = _Watchdog(self.setup.ping_every, time.monotonic())
+            watchdog = Watchdog(self.setup.ping_every, time.monotonic())
             rereads: dict[str, None] = {}
             while True:
                 self._check_cancelled()
                 rereads = await self._burst(pubsub, watchdog, waiting=not rereads)
-                _check_renewal(pubsub, seen)
+                check_renewal(pubsub, seen)
                 await self._refresh(client, list(rereads))
                 if watchdog.ping_due(time.monotonic()):
                     await pubsub.ping()
@@ -112,8 +113,8 @@ class _LoopFollower(_Follower):
             self.ready.clear()
             await _close(pubsub, client)
 
-    async def _burst(self, pubsub: _CountingAsyncPubSub, watchdog: _Watchdog, *, waiting: bool) -> dict[str, None]:
-        """Take the messages of one burst; returns the buckets to re-read (the rule: see ``_Follower``)."""
+    async def _burst(self, pubsub: _CountingAsyncPubSub, watchdog: Watchdog, *, waiting: bool) -> dict[str, None]:
+        """Take the messages of one burst; returns the buckets to re-read (the rule: see ``Follower``)."""
         rereads: dict[str, None] = {}
         message = await pubsub.get_message(timeout=watchdog.wait if waiting else 0)
         taken = 0
@@ -122,7 +123,7 @@ class _LoopFollower(_Follower):
             taken += 1
             if waiting and rereads:
                 break  # heard when idle: re-read it now
-            if taken == _BURST:
+            if taken == BURST:
                 # Messages already received are taken without a pause: let the requests have a turn.
                 await asyncio.sleep(0)
                 break
@@ -133,14 +134,14 @@ class _LoopFollower(_Follower):
         self.local.clear()
         cursor = 0
         while True:
-            cursor, found = await client.scan(cursor, match=self.setup.pattern, count=_SCAN_COUNT)
-            await self._refresh(client, [_text(k) for k in found])
+            cursor, found = await client.scan(cursor, match=self.setup.pattern, count=SCAN_COUNT)
+            await self._refresh(client, [key_text(k) for k in found])
             if not cursor:
                 return
 
     async def _refresh(self, client: aredis.Redis, keys: Sequence[str]) -> None:
-        for chunk in _chunks(keys):  # one await per chunk; the loop serves requests in between
-            self._apply(chunk, await _hgetall_each(client.pipeline(transaction=False), chunk).execute())
+        for chunk in chunks(keys):  # one await per chunk; the loop serves requests in between
+            self._apply(chunk, await hgetall_each(client.pipeline(transaction=False), chunk).execute())
 
 
 async def _close(pubsub: _CountingAsyncPubSub, client: aredis.Redis) -> None:
@@ -151,7 +152,7 @@ async def _close(pubsub: _CountingAsyncPubSub, client: aredis.Redis) -> None:
         log.debug("signout: local mirror: closing its connections: %s", type(exc).__name__)
 
 
-def _loop_clients(store: RedisStore, ping_every: float) -> Callable[[], aredis.Redis] | None:
+def loop_clients(store: RedisStore, ping_every: float) -> Callable[[], aredis.Redis] | None:
     """Makes the asyncio clients of a loop follower; ``None`` when the store has no URL to open them with.
 
     Each follower owns one (its pool, on its loop), closed when it ends. No
@@ -172,7 +173,7 @@ def _loop_clients(store: RedisStore, ping_every: float) -> Callable[[], aredis.R
 
 
 class _CountingAsyncPubSub(redis.asyncio.client.PubSub):
-    """Counts connects: any after the subscription's first is a silent renewal (see ``_check_renewal``)."""
+    """Counts connects: any after the subscription's first is a silent renewal (see ``check_renewal``)."""
 
     connects = 0
 

@@ -4,18 +4,18 @@
 A *follower* subscribes to the store's change channel, then copies every
 bucket once (``SCAN`` + ``HGETALL``). Every write's script publishes the
 fields it merged, each with the value Redis now holds for it, and the
-follower merges them into its copy as they come, with no round trip; a bare
-bucket key (from an older writer) or a message it cannot read makes it re-read
-that bucket (the format and the rules: ``stores.follow``). While it is in sync,
+follower merges them into its copy as they come, with no round trip; a
+message it cannot read makes it re-read that bucket (the format and the
+rules: ``follower``). While it is in sync,
 checks are answered from memory; until the first copy is done, and from the
 moment the subscription is lost until a fresh copy is done, checks go to
 Redis directly (and fail closed, as any Redis check does). A silently dead
 subscription is noticed within about ``3.5 * ping_every`` seconds (a PING unanswered for two).
 Revocations written by this instance are applied locally at once.
 
-There are two followers; one is live at a time, and it serves every caller:
+One follower is live at a time, and it serves every caller:
 
-* **on the event loop** (ASGI, ``stores.follow_loop``): a task on the loop
+* **on the event loop** (ASGI, ``asyncio_follower``): a task on the loop
   that serves the requests, with ``redis.asyncio`` pub/sub on connections of
   its own. The first check made on a loop starts it. It belongs to that loop
   (SPEC section 5): when the loop stops or closes, or the task ends, the
@@ -23,21 +23,16 @@ There are two followers; one is live at a time, and it serves every caller:
   starts a follower on its own loop. Its connections are never touched from
   another loop.
 * **in a thread** (WSGI, or ``wait_in_sync()`` from sync code): on a socket
-  of its own for ``redis://`` and ``unix://`` stores (``stores.follow_socket``),
+  of its own for ``redis://`` and ``unix://`` stores (``socket_follower``),
   which every check reads first: a check answers from no copy older than what
   its instance has received, however long the thread waits for the GIL. A
   store without an address of its own (``rediss://``, a client given) gets
-  redis-py's sync pub/sub (``stores.follow_thread``), and a thread that must win
+  redis-py's sync pub/sub (``pubsub_follower``), and a thread that must win
   the GIL before it applies anything.
 
-Revocation lag between two instances (``benchmarks/bench_store.py --parts
-lag``, p99, Redis pinned to its own CPU as on a host of its own): the task
-0.3-2.8 ms, the socket thread 0.3-1.7 ms (three runs), whether B's loop is idle, saturated
-or has 32 requests in flight; before the checks read the socket, the thread
-took 677-1,341 ms saturated. With Redis sharing the 2 CPUs with the process,
-both tails reach 4-10 ms: a follower woken by the message preempts Redis
-before it has written the same message to B's socket.
-The overhead of a check in sync: the ``signout-mirror`` row of ``bench_guard.py``.
+Revocation lag between two instances and the overhead of a check in sync are
+measured by ``benchmarks/bench_store.py --parts lag`` and the ``signout-mirror``
+row of ``benchmarks/bench_guard.py`` (figures in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -47,14 +42,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ..errors import StoreError
-from ..layout import Lookup, Write
-from .base import Mode, Store, Value
-from .follow import _Follower, _Setup
-from .follow_loop import _loop_clients, _LoopFollower
-from .follow_socket import _SocketFollower
-from .follow_thread import _ThreadFollower
-from .redis import RedisStore, changes_channel
+from ...errors import StoreError
+from ...layout import Lookup, Write
+from ..base import Mode, Store, Value
+from ..redis.script import changes_channel
+from ..redis.store import RedisStore
+from .asyncio_follower import AsyncioFollower, loop_clients
+from .follower import Follower, Setup
+from .pubsub_follower import PubSubFollower
+from .socket_follower import SocketFollower
 
 
 class MirrorStore(Store):
@@ -66,9 +62,9 @@ class MirrorStore(Store):
         if not redis_store.serves("sync"):
             raise StoreError("local_mirror needs redis_url= (or a sync client): its thread reads Redis synchronously")
         self.redis = redis_store
-        self._setup = _Setup(changes_channel(prefix), f"{prefix}:{{*", ping_every, self._copied, redis_store.where)
-        self._connect = _loop_clients(redis_store, ping_every)
-        self._follower: _Follower | None = None
+        self._setup = Setup(changes_channel(prefix), f"{prefix}:{{*", ping_every, self._copied, redis_store.where)
+        self._connect = loop_clients(redis_store, ping_every)
+        self._follower: Follower | None = None
         self._start_lock = threading.Lock()
         #: Full copies made so far (1 after start; +1 after each loss or new follower).
         self.resyncs = 0
@@ -80,7 +76,7 @@ class MirrorStore(Store):
 
     @property
     def following(self) -> str | None:
-        """``"loop"`` or ``"thread"``: the follower keeping the copy now; ``None`` when none is live."""
+        """The follower keeping the copy now (``"socket"``, ``"asyncio"``, ``"pubsub"``); ``None``: none is live."""
         follower = self._follower
         return follower.kind if follower is not None and follower.alive() else None
 
@@ -88,9 +84,9 @@ class MirrorStore(Store):
         """Follow from a thread, unless a follower is live already (sync callers: WSGI, scripts)."""
         address = self.redis.address
         if address is not None:  # a socket of its own, which every check reads first
-            self._ensure(lambda: _SocketFollower(self._setup, address, self.redis.sync_client))
+            self._ensure(lambda: SocketFollower(self._setup, address, self.redis.sync_client))
         else:  # TLS, or a client given: redis-py's pub/sub
-            self._ensure(lambda: _ThreadFollower(self._setup, self.redis.sync_client))
+            self._ensure(lambda: PubSubFollower(self._setup, self.redis.sync_client))
 
     def start_on_loop(self) -> None:
         """Follow from a task on the running loop, unless a follower is live already."""
@@ -102,7 +98,7 @@ class MirrorStore(Store):
         if connect is None:  # no loop here, or no URL to open asyncio connections with
             self.start()
         else:
-            self._ensure(lambda: _LoopFollower(self._setup, connect))
+            self._ensure(lambda: AsyncioFollower(self._setup, connect))
 
     def wait_in_sync(self, timeout: float) -> bool:
         """From sync code (never on the follower's loop): start following, wait for the first copy."""
@@ -192,7 +188,7 @@ class MirrorStore(Store):
 
     # ---- followers ---------------------------------------------------------
 
-    def _ensure(self, make: Callable[[], _Follower]) -> None:
+    def _ensure(self, make: Callable[[], Follower]) -> None:
         with self._start_lock:
             current = self._follower
             if current is not None and current.alive():
@@ -201,7 +197,7 @@ class MirrorStore(Store):
                 current.stop()  # e.g. a task whose loop stopped: it must not resume beside the new one
             self._follower = make()
 
-    def _detach(self) -> _Follower | None:
+    def _detach(self) -> Follower | None:
         with self._start_lock:
             follower, self._follower = self._follower, None
         return follower
