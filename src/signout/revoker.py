@@ -147,61 +147,86 @@ class Revoker:
             raise ValueError("at may not be in the future")
         return (rules.user_write(self.policy, iss=iss, sub=sub, now=now, at=at),)
 
-    def _lookup(self, token: TokenLike) -> tuple[Token, Lookup | None]:
+    def _token_revocation(self, token: TokenLike, session: bool) -> _Revocation:
+        t, writes = self.plan_token(token, session=session)
+        return self._revocation(writes, "session" if session else "token", **ids(t))
+
+    def _session_revocation(self, sid: str, iss: str, sub: str | None) -> _Revocation:
+        return self._revocation(
+            self.plan_session(sid=sid, iss=iss, sub=sub), "session", iss=iss or None, sid=sid, sub=sub
+        )
+
+    def _user_revocation(self, sub: str, iss: str, at: float | None) -> _Revocation:
+        return self._revocation(self.plan_user(sub=sub, iss=iss, at=at), "user", iss=iss or None, sub=sub)
+
+    def _revocation(self, writes: tuple[Write, ...], scope: str, **facts: Any) -> _Revocation:
+        event = AuditEvent("revocation", "revoked", "", None, scope=scope, count=1, **facts)
+        return _Revocation(writes, self._clock(), event)
+
+    def _check(self, token: TokenLike) -> _Check | None:
+        """What ``is_revoked`` reads; ``None`` when nothing could have revoked the token."""
         t = self.token(token)
         found, _ = rules.lookups(self.policy, (t,))
-        return t, (found[0] if found else None)
+        return _Check(t, found[0], self._clock()) if found else None
 
-    @staticmethod
-    def _judge(t: Token, lookup: Lookup, rows: Sequence[Sequence[Any]], now: float) -> bool:
-        return rules.revoked(t, dict(zip(lookup.fields, rows[0], strict=True)), now)
-
-    def _done(self, scope: str, **facts: Any) -> None:
-        self._audit(AuditEvent("revocation", "revoked", "", None, scope=scope, count=1, **facts))
-
-    # ---- async ---------------------------------------------------------
+    # ---- async (the same plans as the sync twins below; only the store call differs) ----
 
     async def revoke(self, token: TokenLike, *, session: bool = False) -> None:
         """Denylist one token (claims, or a token string that verifies); ``session=True``: its login too."""
-        t, writes = self.plan_token(token, session=session)
-        await self._store.write(writes, self._clock())
-        self._done("session" if session else "token", **ids(t))
+        await self._apply(self._token_revocation(token, session))
 
     async def revoke_session(self, *, sid: str, iss: str = "", sub: str | None = None) -> None:
         """Revoke every token of one login. Give ``sub`` when the tokens carry one (their bucket is the user's)."""
-        await self._store.write(self.plan_session(sid=sid, iss=iss, sub=sub), self._clock())
-        self._done("session", iss=iss or None, sid=sid, sub=sub)
+        await self._apply(self._session_revocation(sid, iss, sub))
 
     async def revoke_user(self, *, sub: str, iss: str = "", at: float | None = None) -> None:
         """Revoke every token of ``sub`` issued at or before ``at`` (default: now), in every app on the store."""
-        await self._store.write(self.plan_user(sub=sub, iss=iss, at=at), self._clock())
-        self._done("user", iss=iss or None, sub=sub)
+        await self._apply(self._user_revocation(sub, iss, at))
 
     async def is_revoked(self, token: TokenLike) -> bool:
-        t, lookup = self._lookup(token)
-        if lookup is None:
-            return False
-        now = self._clock()
-        return self._judge(t, lookup, await self._store.fetch((lookup,), now), now)
+        check = self._check(token)
+        return check is not None and check.answer(await self._store.fetch((check.lookup,), check.now))
+
+    async def _apply(self, revocation: _Revocation) -> None:
+        await self._store.write(revocation.writes, revocation.now)
+        self._audit(revocation.event)
 
     # ---- sync ----------------------------------------------------------
 
     def revoke_sync(self, token: TokenLike, *, session: bool = False) -> None:
-        t, writes = self.plan_token(token, session=session)
-        self._store.write_sync(writes, self._clock())
-        self._done("session" if session else "token", **ids(t))
+        self._apply_sync(self._token_revocation(token, session))
 
     def revoke_session_sync(self, *, sid: str, iss: str = "", sub: str | None = None) -> None:
-        self._store.write_sync(self.plan_session(sid=sid, iss=iss, sub=sub), self._clock())
-        self._done("session", iss=iss or None, sid=sid, sub=sub)
+        self._apply_sync(self._session_revocation(sid, iss, sub))
 
     def revoke_user_sync(self, *, sub: str, iss: str = "", at: float | None = None) -> None:
-        self._store.write_sync(self.plan_user(sub=sub, iss=iss, at=at), self._clock())
-        self._done("user", iss=iss or None, sub=sub)
+        self._apply_sync(self._user_revocation(sub, iss, at))
 
     def is_revoked_sync(self, token: TokenLike) -> bool:
-        t, lookup = self._lookup(token)
-        if lookup is None:
-            return False
-        now = self._clock()
-        return self._judge(t, lookup, self._store.fetch_sync((lookup,), now), now)
+        check = self._check(token)
+        return check is not None and check.answer(self._store.fetch_sync((check.lookup,), check.now))
+
+    def _apply_sync(self, revocation: _Revocation) -> None:
+        self._store.write_sync(revocation.writes, revocation.now)
+        self._audit(revocation.event)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Revocation:
+    """What one revoke call writes, when, and the audit record it emits once written."""
+
+    writes: tuple[Write, ...]
+    now: float
+    event: AuditEvent
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Check:
+    """What ``is_revoked`` reads, and how it judges the answer."""
+
+    token: Token
+    lookup: Lookup
+    now: float
+
+    def answer(self, rows: Sequence[Sequence[Any]]) -> bool:
+        return rules.revoked(self.token, dict(zip(self.lookup.fields, rows[0], strict=True)), self.now)

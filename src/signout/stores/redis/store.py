@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import redis
@@ -52,6 +52,8 @@ from .clients import (
 from .script import CLUSTER_PIPES, claimed, placed, queue_merges
 
 _FAILURES = (redis.RedisError, OSError, asyncio.TimeoutError, RuntimeError)
+# A merge without its I/O: yields (pipeline, errors raise), is sent the results, returns the replies.
+Merging = Generator[tuple[Any, bool], list[Any], list[Any]]
 # Connections an asyncio client from a URL may open per loop; beyond them a call waits.
 _POOL_SIZE = 64
 
@@ -261,13 +263,8 @@ class RedisStore(Store):
             raise self._failure("read", exc) from exc
 
     async def _fetch_rows(self, lookups: Sequence[Lookup]) -> Rows:
-        client = self._client()
-        if len(lookups) == 1:
-            return [list(await client.execute_command("HMGET", lookups[0].key, *lookups[0].fields))]
-        pipe = client.pipeline(transaction=False)
-        for lookup in lookups:
-            pipe.execute_command("HMGET", lookup.key, *lookup.fields)
-        return [list(r) for r in await pipe.execute()]
+        call, many = _hmgets(self._client(), lookups)
+        return _rows(await call(), many)
 
     async def write(self, writes: Sequence[Write], now: float) -> None:
         await self._merge(writes, now)
@@ -296,18 +293,28 @@ class RedisStore(Store):
             raise self._failure("write", exc) from exc
 
     async def _merge_pipelined(self, writes: Sequence[Write], now: float) -> list[Any]:
-        client = self._client()
+        steps = self._merging(self._client(), writes, now)
+        pipe, raising = next(steps)
+        while True:
+            try:
+                pipe, raising = steps.send(await pipe.execute(raise_on_error=raising))
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def _merging(self, client: Any, writes: Sequence[Write], now: float) -> Merging:
+        """The merge, without its I/O: yields each pipeline to execute (and whether its errors
+        raise), is sent its results, returns each write's reply in order. Both drivers share it."""
         pipe = client.pipeline(transaction=False)
         replies: list[Any] = [None] * len(writes)
         pending = list(range(len(writes)))
         if self._by_digest and not isinstance(pipe, CLUSTER_PIPES):
-            results = await queue_merges(pipe, writes, now, whole=False).execute(raise_on_error=False)
+            results = yield queue_merges(pipe, writes, now, whole=False), False
             pending = self._refused(results, replies)
             if not pending:
                 return replies
             pipe = client.pipeline(transaction=False)
         # Errors raise here, so redis-py's cluster pipelines still retry a failover.
-        results = await queue_merges(pipe, [writes[i] for i in pending], now, whole=True).execute()
+        results = yield queue_merges(pipe, [writes[i] for i in pending], now, whole=True), True
         return placed(replies, pending, results)
 
     def _late(self, what: str) -> StoreError:
@@ -328,13 +335,8 @@ class RedisStore(Store):
             except StoreError as exc:
                 raise self._located(exc) from exc.__cause__
         try:
-            client = self.sync_client()
-            if len(lookups) == 1:  # the common case: no pipeline object to build
-                return [list(client.execute_command("HMGET", lookups[0].key, *lookups[0].fields))]  # type: ignore[no-untyped-call]
-            pipe = client.pipeline(transaction=False)
-            for lookup in lookups:
-                pipe.execute_command("HMGET", lookup.key, *lookup.fields)
-            return [list(r) for r in pipe.execute()]
+            call, many = _hmgets(self.sync_client(), lookups)
+            return _rows(call(), many)
         except _FAILURES as exc:
             raise self._failure("read", exc) from exc
 
@@ -346,20 +348,15 @@ class RedisStore(Store):
 
     def _merge_sync(self, writes: Sequence[Write], now: float) -> list[Any]:
         try:
-            client = self.sync_client()
-            pipe = client.pipeline(transaction=False)
-            replies: list[Any] = [None] * len(writes)
-            pending = list(range(len(writes)))
-            if self._by_digest and not isinstance(pipe, CLUSTER_PIPES):
-                results = queue_merges(pipe, writes, now, whole=False).execute(raise_on_error=False)
-                pending = self._refused(results, replies)
-                if not pending:
-                    return replies
-                pipe = client.pipeline(transaction=False)
-            results = queue_merges(pipe, [writes[i] for i in pending], now, whole=True).execute()
+            steps = self._merging(self.sync_client(), writes, now)
+            pipe, raising = next(steps)
+            while True:
+                try:
+                    pipe, raising = steps.send(pipe.execute(raise_on_error=raising))
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
         except _FAILURES as exc:
             raise self._failure("write", exc) from exc
-        return placed(replies, pending, results)
 
     def _refused(self, results: Sequence[object], replies: list[Any]) -> list[int]:
         """Which writes' ``EVALSHA`` Redis refused, so did not run (the others' replies go into
@@ -399,3 +396,19 @@ class RedisStore(Store):
         if self._url is not None and self._sync is not None:
             self._sync.close()
             self._sync = None
+
+
+def _hmgets(client: Any, lookups: Sequence[Lookup]) -> tuple[Callable[[], Any], bool]:
+    """The redis-py call that reads ``lookups`` (awaitable from an asyncio client), and whether
+    it answers a list of rows (a pipeline) or one row."""
+    if len(lookups) == 1:  # the common case: no pipeline object to build
+        lookup = lookups[0]
+        return (lambda: client.execute_command("HMGET", lookup.key, *lookup.fields)), False
+    pipe = client.pipeline(transaction=False)
+    for lookup in lookups:
+        pipe.execute_command("HMGET", lookup.key, *lookup.fields)
+    return pipe.execute, True
+
+
+def _rows(result: Any, many: bool) -> Rows:
+    return [list(r) for r in result] if many else [list(result)]
