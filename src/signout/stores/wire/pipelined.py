@@ -116,6 +116,22 @@ class _Connection(asyncio.Protocol):
     def send(self, payload: bytes, count: int) -> list[asyncio.Future[Outcome]]:
         """Queue ``count`` commands (``payload``), each answered within ``timeout`` of being
         written, or ``TIMED_OUT``; their futures."""
+        box = self._enqueue(payload)
+        futures = [self._loop.create_future() for _ in range(count)]
+        self._waiters.extend(futures)
+        self._deadlines.extend([box] * count)
+        return futures
+
+    def send_one(self, payload: bytes) -> asyncio.Future[Outcome]:
+        """``send`` for the usual single command: one future, no lists."""
+        box = self._enqueue(payload)
+        future: asyncio.Future[Outcome] = self._loop.create_future()
+        self._waiters.append(future)
+        self._deadlines.append(box)
+        return future
+
+    def _enqueue(self, payload: bytes) -> list[float]:
+        """Write ``payload`` now, or with the rest of this tick; the box its deadline goes in."""
         transport = self._transport
         if self.closed or transport is None:
             raise ConnectionError("connection closed")
@@ -126,16 +142,12 @@ class _Connection(asyncio.Protocol):
             box = [self._loop.time() + self._timeout]
             if self._timer is None:
                 self._arm(box[0])
-        else:
-            if not self._unsent:
-                self._loop.call_soon(self._flush)
-                self._unsent_box = [_NEVER]
-            self._unsent.append(payload)
-            box = self._unsent_box
-        futures = [self._loop.create_future() for _ in range(count)]
-        self._waiters.extend(futures)
-        self._deadlines.extend([box] * count)
-        return futures
+            return box
+        if not self._unsent:
+            self._loop.call_soon(self._flush)
+            self._unsent_box = [_NEVER]
+        self._unsent.append(payload)
+        return self._unsent_box
 
     def _flush(self) -> None:
         # Every command started in this tick, in one write; their time starts now.
@@ -237,7 +249,26 @@ class AsyncReader:
         self._connecting: asyncio.Task[_Connection] | None = None
 
     async def hmget(self, key: str, fields: Sequence[bytes]) -> Row:
-        return to_row((await self.call(encode_hmget(key, fields), 1))[0])
+        """The guard's read, in one coroutine when the connection is up: each frame and list
+        alive while a read waits is one more object for the garbage collector to walk, and
+        under load its full collections are what the latency tail is made of."""
+        payload = encode_hmget(key, fields)
+        conn = self._conn
+        if conn is None or conn.closed:
+            return to_row((await self.call(payload, 1))[0])
+        try:
+            outcome = await conn.send_one(payload)  # cancelled with its caller: the reply is dropped in turn
+        except ConnectionError:
+            outcome = LOST
+        if outcome is TIMED_OUT:
+            raise StoreError(f"redis read failed: no answer within store_timeout={self._timeout:g} s")
+        if outcome is not LOST:
+            return to_row(outcome)  # type: ignore[arg-type]  # anything but LOST/TIMED_OUT is a Reply
+        # The connection went away before answering: one more try on a fresh one, as ``call`` does.
+        replies = await self._attempt(payload, 1)
+        if replies is None:
+            raise StoreError("redis read failed: connection lost")
+        return to_row(replies[0])
 
     async def hmget_many(self, requests: Sequence[Request]) -> list[Row]:
         payload = b"".join([encode_hmget(key, fields) for key, fields in requests])
