@@ -1,4 +1,5 @@
-"""Fixtures: a real redis-server per test session, token factories, store factories."""
+"""Fixtures: a real redis-server per test session, token factories, every store, clients of the test app
+through both adapters, and the servers and proxies the tests stop, pause or freeze."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,8 @@ import redis
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
 ISS = "https://issuer.test"
 NOW = 1_800_000_000.0  # a fixed "now" for tests that inject the clock
+#: The password of the Redis URLs whose log lines must never show it.
+PASSWORD = "s3cret-pa55"
 
 TokenFactory = Callable[..., str]
 
@@ -199,10 +203,53 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
             lambda: RedisStore(fakeredis.FakeRedis(server=server)),
         )
     else:
-        url = request.getfixturevalue("redis_url")
-        real = redis.Redis.from_url(url)
-        yield _redis_backend("redis", lambda: RedisStore(url), real)
-        real.close()
+        yield request.getfixturevalue("redis_backend")
+
+
+@pytest.fixture
+def redis_backend(redis_url: str) -> Iterator[Backend]:
+    """The session's real redis-server alone (``backend`` runs the memory and fake stores too)."""
+    from signout import RedisStore
+
+    real = redis.Redis.from_url(redis_url)
+    yield _redis_backend("redis", lambda: RedisStore(redis_url), real)
+    real.close()
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def client(request: pytest.FixtureRequest, backend: Backend) -> Callable[..., Any]:
+    """Clients of the test app (``client(**kwargs)``, kwargs for the middleware): every case runs
+    through both adapters (one core, two kinds of I/O), on every store."""
+    return make_client(request.param, backend, "https://app.test")
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def real_client(request: pytest.FixtureRequest, redis_backend: Backend) -> Callable[..., Any]:
+    """As ``client``, through both adapters, over the session's real Redis only."""
+    return make_client(request.param, redis_backend, "https://app.test")
+
+
+@pytest.fixture
+def store_keys(redis_url: str) -> Iterator[Callable[[], list[bytes]]]:
+    """The keys in the session's real Redis, sorted (``:changes`` ones left out)."""
+    real = redis.Redis.from_url(redis_url)
+    yield lambda: sorted(k for k in real.scan_iter(match=b"*") if not k.endswith(b":changes"))
+    real.close()
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A Redis URL, with a password, where nothing listens."""
+    return f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Iterator[FreezableProxy]:
+    """A ``FreezableProxy`` in front of the session's real Redis."""
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    p = FreezableProxy(port)
+    yield p
+    p.close()
 
 
 def make_client(adapter: str, backend: Backend, base_url: str) -> Callable[..., Any]:
@@ -279,3 +326,57 @@ class PEP3333Transport:
 
     def close(self) -> None:
         pass
+
+
+# ---- a network that swallows packets without closing the socket --------------------------------
+
+
+class FreezableProxy:
+    """TCP proxy to Redis on loopback; ``freeze()`` stops forwarding but keeps sockets open."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port = free_port()
+        self.target = target_port
+        self.frozen = threading.Event()
+        self.stopped = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        self.server.settimeout(0.1)
+        self.sockets: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                downstream, _ = self.server.accept()
+            except OSError:
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [downstream, upstream]
+            for a, b in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        src.settimeout(0.1)
+        while not self.stopped.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            while self.frozen.is_set() and not self.stopped.is_set():
+                time.sleep(0.05)  # swallow: hold the bytes, send nothing, close nothing
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    def close(self) -> None:
+        self.stopped.set()
+        for s in self.sockets:
+            s.close()

@@ -1,4 +1,4 @@
-"""Refresh tokens in request bodies (SPEC section 8), end to end through real servers.
+"""Refresh tokens in request bodies (``signout.bodies``, SPEC section 8), end to end through real servers.
 
 Every case runs under uvicorn and hypercorn (ASGI) and werkzeug's threaded server
 (WSGI, which dechunks ``Transfer-Encoding: chunked`` bodies and marks them with
@@ -7,6 +7,9 @@ it read and the verified claims signout handed it, so each test can tell that th
 exact bytes sent reached the app, and counts its calls, so a refusal can be told
 from an app that answered. Raw sockets send what httpx would not: chunked bodies
 split into many pieces, a body past ``max_body_bytes`` streamed without a length.
+
+The last section runs the same rules in process, through both adapters over the real Redis,
+with tokens shaped as simplejwt and Keycloak mint them.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from .framework_helpers import (
     werkzeug_server,
     wsgiref_server,
 )
+from .helpers import bearer
+from .issuers import NOT_REFRESH, keycloak, refused, simplejwt
 
 pytestmark = pytest.mark.redis
 
@@ -53,6 +58,7 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 SERVERS = ["uvicorn", "hypercorn", "werkzeug"]
 
 Scope = MutableMapping[str, Any]
+Client = Callable[..., Any]
 Message = MutableMapping[str, Any]
 
 
@@ -818,3 +824,63 @@ def test_a_malformed_chunked_body_is_a_400_never_a_500(
             # The Bearer token still died; the answer says the body was not read.
             assert "could not be read (broken)" in reply.json()["message"] and store.dbsize() == 1
     assert reply.status < 500
+
+
+# ---- 7. in process, through both adapters ------------------------------------------------------------
+
+
+def test_a_logout_revokes_the_refresh_token_in_its_body_and_the_refresh_path_refuses_it(real_client: Client) -> None:
+    c = real_client(user_claim="user_id", refresh_paths=[REFRESH_PATH])
+    access, refresh = simplejwt("access"), simplejwt("refresh")
+    body = json.dumps({"refresh": refresh})
+    ok = c.post(REFRESH_PATH, content=body, headers={"Content-Type": "application/json"})
+    assert ok.status_code == 200 and ok.json()["body"] == body and ok.json()["claims"]["token_type"] == "refresh"
+    r = c.post("/auth/logout", json={"refresh": refresh}, headers=bearer(access))
+    assert r.status_code == 200 and r.json() == {"message": "Logged out successfully"}
+    assert refused(
+        c.post(REFRESH_PATH, content=body, headers={"Content-Type": "application/json"}), "Token has been revoked"
+    )
+    assert refused(c.get("/me", headers=bearer(access)), "Token has been revoked")
+
+
+def test_a_form_body_is_read_as_a_json_one(real_client: Client) -> None:
+    c = real_client(refresh_paths=[REFRESH_PATH])
+    refresh = simplejwt("refresh")
+    assert c.post("/auth/logout", data={"refresh_token": refresh}).status_code == 200
+    assert refused(c.post(REFRESH_PATH, data={"refresh_token": refresh}), "Token has been revoked")
+
+
+def test_an_access_token_in_a_refresh_body_is_refused(real_client: Client) -> None:
+    r = real_client(refresh_paths=[REFRESH_PATH]).post(REFRESH_PATH, json={"refresh": simplejwt("access")})
+    assert refused(r, NOT_REFRESH)
+
+
+def test_every_value_of_a_repeated_form_field_is_checked(real_client: Client) -> None:
+    c = real_client(refresh_paths=[REFRESH_PATH])
+    dead, live = simplejwt("refresh"), simplejwt("refresh")
+    c.post("/auth/logout", json={"refresh": dead})
+    # An app reading the last value (Django's QueryDict) would take the dead one.
+    r = c.post(
+        REFRESH_PATH,
+        content=f"refresh={live}&refresh={dead}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert refused(r, "Token has been revoked")
+
+
+def test_a_multipart_body_on_a_refresh_path_is_refused_not_let_through(real_client: Client) -> None:
+    r = real_client(refresh_paths=[REFRESH_PATH]).post(
+        REFRESH_PATH, files={"refresh": ("r", simplejwt("refresh").encode())}
+    )
+    assert r.status_code == 415 and r.json()["error"] == "invalid_request"
+
+
+def test_a_logout_whose_body_is_too_large_still_revokes_the_bearer_token_and_says_what_it_did_not(
+    real_client: Client,
+) -> None:
+    c = real_client()
+    access = keycloak("Bearer", aud=None)
+    r = c.post("/auth/logout", headers=bearer(access), json={"refresh": "x", "pad": "y" * 30000})
+    assert r.status_code == 413 and "a refresh token in it was not revoked" in r.json()["message"]
+    assert r.headers["set-cookie"].startswith('refresh_token=""; Path=/auth/refresh;')
+    assert refused(c.get("/me", headers=bearer(access)), "Token has been revoked")

@@ -4,17 +4,12 @@ Each subprocess costs ~0.2 s, so the effects an operator relies on run the
 installed ``signout`` console script; error paths and variants call ``main()``
 in process. ``test_cli_console.py`` holds the operator-facing contract (SPEC
 section 9): missing bucket claims, what a revoke prints, options on either side
-of the command, a closed stdout.
+of the command, a closed stdout. ``signout stats`` is in ``test_stats.py``.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,33 +19,12 @@ import redis
 from starlette.testclient import TestClient
 
 import signout
-from signout.cli import main
-from signout.stats import collect
 
 from .apps import starlette_app
 from .conftest import ISS, SECRET, TokenFactory, claims, free_port
+from .helpers import REVOKED_LINE, cli, in_process
 
 pytestmark = pytest.mark.redis
-
-# The console script pip installs next to the interpreter; `python -m signout` where there is none.
-_SCRIPT = Path(sys.executable).with_name("signout")
-SIGNOUT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "signout"]
-REVOKED_LINE = r"revoked: {what}; kept until \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ in key signout:\{{[0-9a-f]{{4}}\}}"
-
-
-def cli(*args: str, url: str | None, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {"PATH": os.environ.get("PATH", ""), **env}
-    if url is not None:
-        environ["REDIS_URL"] = url
-    return subprocess.run(
-        [*SIGNOUT, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=60,
-        check=False,
-    )
 
 
 def signout_token() -> str:
@@ -64,15 +38,6 @@ def guarded(url: str) -> TestClient:
 def status(client: TestClient, token: str) -> int:
     code: int = client.get("/me", headers={"Authorization": f"Bearer {token}"}).status_code
     return code
-
-
-def in_process(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str, stdin: str = ""
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ---- effects, through the middleware --------------------------------------------------------
@@ -186,54 +151,6 @@ def test_check_refuses_a_forged_token_without_echoing_it(
     expired = make_token(iat=int(time.time()) - 900, exp=int(time.time()) - 600)
     code, out, _ = in_process(monkeypatch, capsys, "revoke-token", stdin=expired)
     assert code == 3
-
-
-def test_stats_counts_live_entries(redis_url: str, redis_client: redis.Redis) -> None:
-    now = int(time.time())
-    revoker = signout.Revoker(redis_url=redis_url)
-    revoker.revoke_user_sync(sub="alice", iss=ISS)
-    revoker.revoke_session_sync(sid="s-2", iss=ISS, sub="bob")
-    revoker.revoke_sync({"iss": ISS, "sub": "carol", "jti": "j-1", "exp": now + 600})
-    revoker.revoke_sync({"iss": ISS, "jti": "lonely", "exp": now + 600})
-    user_key = next(k for k in redis_client.scan_iter() if any(f[:1] == b"u" for f in redis_client.hkeys(k)))
-    redis_client.hset(user_key, "jstale", "5")  # expired, not yet pruned
-    shaped = (f"signout:{{{n:04x}}}" for n in range(0xFFFF, 0, -1))
-    foreign = next(k for k in shaped if not redis_client.exists(k))
-    redis_client.set(foreign, "not a bucket")  # shaped like a bucket, but not a hash
-    redis_client.hset("other:{0000}", "u", f"1:{now + 600}")
-
-    done = cli("stats", "--json", url=redis_url)
-    assert done.returncode == 0, done.stderr
-    stats = json.loads(done.stdout)
-    assert {k: stats[k] for k in ("users", "sessions", "tokens", "keys", "expired", "memory_estimated")} == {
-        "users": 1,
-        "sessions": 1,
-        "tokens": 2,
-        "keys": 4,
-        "expired": 1,
-        "memory_estimated": False,
-    }
-    assert stats["memory_bytes"] > 0
-    assert stats["memory_sampled"] == 4
-
-
-def test_stats_text_and_estimate(
-    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    revoker = signout.Revoker(redis_url=redis_url)
-    for n in range(12):
-        revoker.revoke_user_sync(sub=f"user-{n}", iss=ISS)
-    exact = collect(redis_client, "signout", time.time())
-    sampled = collect(redis_client, "signout", time.time(), sample=5)
-    assert (exact.keys, exact.users, exact.memory_estimated, exact.memory_sampled) == (12, 12, False, 12)
-    assert (sampled.keys, sampled.users, sampled.memory_estimated, sampled.memory_sampled) == (12, 12, True, 5)
-    assert abs(sampled.memory_bytes - exact.memory_bytes) <= exact.memory_bytes // 4
-
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    code, out, _ = in_process(monkeypatch, capsys, "stats")
-    assert code == 0
-    assert "users logged out everywhere  12\n" in out
-    assert "bucket keys                  12\n" in out
 
 
 # ---- failures: exit codes, one line, nothing secret ------------------------------------------

@@ -31,7 +31,7 @@ from signout import cli as signout_cli
 
 from .apps import starlette_app, wsgi_app
 from .conftest import ISS, SECRET, PEP3333Transport, TokenFactory, claims
-from .test_cli import REVOKED_LINE, SIGNOUT, cli, in_process
+from .helpers import REVOKED_LINE, SIGNOUT, cli, in_process
 
 pytestmark = pytest.mark.redis
 

@@ -1,23 +1,33 @@
-"""The sans-IO core, with tables of cases: no event loop, no socket, no store."""
+"""The engine (``signout.core``): which step a request leads to, the guard, logout, logout
+everywhere, ``return_to``, the quick path.
+
+First the sans-IO engine, with tables of cases (no event loop, no socket, no store); then the
+same rules end to end, through both adapters on every store (memory, fakeredis, real Redis).
+"""
 
 from __future__ import annotations
 
-import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
 import pytest
+from starlette.testclient import TestClient
 
-from signout import layout
+from signout import SignOutMiddleware, layout
 from signout.config import build_settings
 from signout.core import Engine
-from signout.rules import revoked
 from signout.steps import Commit, Fetch, Pass, Respond, Step, Written
 from signout.stores.memory import MemoryStore
-from signout.tokens import Source, Token
-from signout.web import BadAuthorization, Request, bearer_token, cookies, deletion_cookie, origin_of, path_matches
+from signout.web import Request
 
-from .conftest import ISS, NOW, SECRET
+from .apps import starlette_app
+from .conftest import ISS, NOW, SECRET, Backend, TokenFactory
+from .framework_helpers import DELETED_REFRESH_COOKIE
+from .helpers import bearer, earlier
+
+Client = Callable[..., TestClient]
 
 
 def engine(**kwargs: Any) -> Engine:
@@ -45,7 +55,12 @@ def auth(raw: str) -> list[tuple[bytes, bytes]]:
     return [(b"authorization", f"Bearer {raw}".encode())]
 
 
-# ---- routing: which step a request leads to --------------------------------
+# The fields of token()'s ids (sub "alice", sid "s", jti "j", all of ISS).
+U, S, J = layout.user_field(ISS, "alice"), layout.session_field(ISS, "s"), layout.token_field(ISS, "j")
+
+
+# ---- routing: which step a request leads to ----------------------------------------------------------
+
 
 ROUTES: list[tuple[str, Request, type[Step]]] = [
     ("no token", request(), Pass),
@@ -125,176 +140,7 @@ def test_logout_writes_jti_until_exp_plus_leeway_and_sid_for_the_max_lifetime_pl
     }
 
 
-# ---- revoked(): the rule of SPEC section 3 ----------------------------------
-
-
-def t(iat: float | None = NOW, sub: str | None = "alice", sid: str | None = "s", jti: str | None = "j") -> Token:
-    return Token(Source.HEADER, {}, ISS, sub, sid, jti, iat, NOW + 600)
-
-
-FAR = int(NOW) + 10_000
-# The fields of t()'s ids (sub "alice", sid "s", jti "j", all of ISS).
-U, S, J = layout.user_field(ISS, "alice"), layout.session_field(ISS, "s"), layout.token_field(ISS, "j")
-REVOKED: list[tuple[str, Token, dict[bytes, bytes], bool]] = [
-    ("nothing stored", t(), {}, False),
-    ("jti denylisted", t(), {J: layout.expiry_value(FAR)}, True),
-    ("jti entry expired", t(), {J: layout.expiry_value(int(NOW) - 1)}, False),
-    ("other jti", t(jti="k"), {J: layout.expiry_value(FAR)}, False),
-    ("sid logged out", t(), {S: layout.expiry_value(FAR)}, True),
-    ("user cutoff after iat", t(iat=NOW - 5), {U: layout.cutoff_value(int(NOW), FAR)}, True),
-    ("user cutoff equal to iat", t(iat=NOW), {U: layout.cutoff_value(int(NOW), FAR)}, True),
-    ("user cutoff before iat", t(iat=NOW + 1), {U: layout.cutoff_value(int(NOW), FAR)}, False),
-    ("no iat, any cutoff", t(iat=None), {U: layout.cutoff_value(0, FAR)}, True),
-    ("cutoff record expired", t(iat=NOW - 5), {U: layout.cutoff_value(int(NOW), int(NOW) - 1)}, False),
-    ("no sub: cutoff ignored", t(sub=None), {U: layout.cutoff_value(int(NOW), FAR)}, False),
-    ("garbage value", t(), {J: b"not-a-number"}, False),
-]
-
-
-@pytest.mark.parametrize(("name", "tok", "values", "expected"), REVOKED, ids=[r[0] for r in REVOKED])
-def test_revoked_table(name: str, tok: Token, values: dict[bytes, bytes], expected: bool) -> None:
-    assert revoked(tok, values, NOW) is expected
-
-
-# ---- key layout: ids are data, never key syntax -----------------------------
-
-NASTY = ["*", "{", "}", "{alice}", "a}b{c", "\r\n", "\x00", "x" * 5000, "x" * 65536, "é", "\ud800", ""]
-KEY = re.compile(r"^signout:\{[0-9a-f]{4}\}$")
-
-
-@pytest.mark.parametrize("value", NASTY, ids=[repr(v)[:20] for v in NASTY])
-def test_every_id_yields_a_well_formed_key_with_one_tag(value: str) -> None:
-    for key in (
-        layout.bucket_key("signout", value, value, None, None),
-        layout.bucket_key("signout", ISS, None, value, None),
-        layout.bucket_key("signout", ISS, None, None, value),
-    ):
-        assert key is not None and KEY.match(key)
-    for field in (layout.user_field(value, value), layout.session_field(ISS, value), layout.token_field(ISS, value)):
-        assert len(field) == 1 + layout.FIELD_DIGEST
-
-
-def test_distinct_ids_never_share_a_field() -> None:
-    pairs = [("a:b", "c"), ("a", "b:c"), ("a\x00", "b"), ("a", "\x00b"), (ISS, "x" * 100), (ISS, "x" * 99 + "y")]
-    for make in (layout.user_field, layout.session_field, layout.token_field):
-        assert len({make(iss, value) for iss, value in pairs}) == len(pairs)
-    # One id as a user, a session and a token: three kinds, three fields.
-    assert len({layout.user_field(ISS, "x"), layout.session_field(ISS, "x"), layout.token_field(ISS, "x")}) == 3
-    # The same jti from two issuers is two tokens.
-    assert layout.token_field("https://a", "j") != layout.token_field("https://b", "j")
-
-
-def test_a_token_is_judged_from_one_bucket_its_owner_picks() -> None:
-    # Owner: the user if there is a sub, else the session, else the token itself.
-    assert layout.bucket_key("p", ISS, "alice", "s1", "j1") == layout.bucket_key("p", ISS, "alice", None, None)
-    assert layout.bucket_key("p", ISS, None, "s1", "j1") == layout.bucket_key("p", ISS, None, "s1", None)
-    assert layout.bucket_key("p", ISS, None, None, "j1") is not None
-    assert layout.bucket_key("p", ISS, None, None, None) is None
-
-
-def test_buckets_are_shared_and_spread_evenly() -> None:
-    # 65,536 shards: 200,000 users land in about 3 per bucket, none far above.
-    keys = [layout.bucket_key("p", ISS, f"user-{i}", None, None) for i in range(200_000)]
-    counts: dict[str | None, int] = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
-    assert len(counts) > 0.9 * layout.SHARDS
-    assert max(counts.values()) < 20
-
-
-MERGES = [
-    (None, b"10", b"10"),
-    (b"20", b"10", b"20"),
-    (b"10", b"20", b"20"),
-    (b"5:20", b"7:10", b"7:20"),
-    (b"junk", b"10", b"10"),
-]
-
-
-@pytest.mark.parametrize(("old", "new", "merged"), MERGES)
-def test_merge_keeps_the_later_cutoff_and_expiry(old: bytes | None, new: bytes, merged: bytes) -> None:
-    assert layout.merge(old, new) == merged
-
-
-# ---- HTTP parsing never raises ---------------------------------------------
-
-BEARERS: list[tuple[list[tuple[bytes, bytes]], str | type[Exception] | None]] = [
-    ([], None),
-    ([(b"authorization", b"Bearer abc")], "abc"),
-    ([(b"authorization", b"bearer   abc  ")], "abc"),
-    ([(b"authorization", b"Basic abc")], None),
-    ([(b"authorization", b"")], None),
-    ([(b"authorization", b"Bearer")], Exception),
-    ([(b"authorization", b"Bearer a b")], Exception),
-    ([(b"authorization", b"Bearer \xff\xfe")], "\xff\xfe"),
-]
-
-
-@pytest.mark.parametrize(("headers", "expected"), BEARERS)
-def test_bearer_token_table(headers: list[tuple[bytes, bytes]], expected: Any) -> None:
-    if expected is Exception:
-        with pytest.raises(BadAuthorization):
-            bearer_token(headers)
-    else:
-        assert bearer_token(headers) == expected
-
-
-def test_cookies_keep_duplicates_and_survive_garbage() -> None:
-    headers = [
-        (b"cookie", b'a=1; refresh_token=x; refresh_token="y"; =;;; refresh_token'),
-        (b"cookie", b"refresh_token=\xff"),
-    ]
-    assert cookies(headers, "refresh_token") == ["x", "y", "\xff"]
-    assert cookies([(b"cookie", b"refresh_tokenx=1")], "refresh_token") == []
-
-
-@pytest.mark.parametrize(
-    ("path", "prefix", "matches"),
-    [("/a", "/a", True), ("/a/b", "/a", True), ("/ab", "/a", False), ("/a/b", "/a/", True), ("/", "/a", False)],
-)
-def test_path_match(path: str, prefix: str, matches: bool) -> None:
-    assert path_matches(path, prefix) is matches
-
-
-@pytest.mark.parametrize(
-    ("url", "origin"),
-    [
-        ("https://App.Example/x", "https://app.example"),
-        ("https://a.example:8443", "https://a.example:8443"),
-        ("//evil.example", None),
-        ("javascript:x", None),
-        ("https://a@b.example", None),
-        ("https://a.example\\@b", None),
-        ("https://a.example/\r\n", None),
-        ("https://[::1", None),
-    ],
-)
-def test_origin_of(url: str, origin: str | None) -> None:
-    assert origin_of(url) == origin
-
-
-def test_deletion_cookie_is_exactly_the_spec_string() -> None:
-    assert deletion_cookie("refresh_token", path="/auth/refresh", domain=None, secure=True, samesite="strict") == (
-        b'refresh_token=""; Path=/auth/refresh; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; '
-        b"HttpOnly; Secure; SameSite=Strict"
-    )
-
-
-def test_every_header_signout_reads_is_in_read_headers() -> None:
-    # The WSGI adapter builds only READ_HEADERS from the environ; a header read
-    # anywhere else would be silently absent under WSGI.
-    import pathlib
-
-    from signout import web
-
-    source = "\n".join(p.read_text() for p in pathlib.Path(web.__file__).parent.rglob("*.py"))
-    read = set(re.findall(r'header_values\([^,]+, b"([a-z-]+)"\)', source))
-    read |= set(re.findall(r'if k == b"([a-z-]+)"', source))
-    assert read, "the pattern no longer finds the reads: update this test"
-    assert read <= {name.decode() for name in web.READ_HEADERS}
-
-
-# ---- the quick path: only ever the same verdict as start ----------------------------------------
+# ---- the quick path: only ever the same verdict as start ---------------------------------------------
 
 
 def seen(e: Engine, req: Request) -> Step:
@@ -305,6 +151,7 @@ def seen(e: Engine, req: Request) -> Step:
 
 
 LOGGED_OUT = token(sub="bob", sid="bob-s", jti="bob-j")
+
 
 QUICK_CASES: list[tuple[str, Request, bool]] = [
     ("the usual request", request(headers=auth(token())), True),
@@ -387,3 +234,310 @@ def test_quick_judges_the_time_of_a_cached_token_on_every_request() -> None:
     assert e.quick(req.path, req.headers) is None  # expired since: start says how
     late = seen(e, req)
     assert isinstance(late, Respond) and late.answer.status == 401
+
+
+# ---- end to end: the guard and logout, through both adapters on every store --------------------------
+
+
+def test_no_token_passes_through_untouched(client: Client) -> None:
+    r = client().get("/me")
+    assert r.status_code == 200
+    assert r.json() == {"claims": None, "saw_authorization": False}
+
+
+def test_valid_token_passes_with_verified_claims_in_scope(client: Client, make_token: TokenFactory) -> None:
+    r = client().get("/me", headers=bearer(make_token(sub="alice")))
+    assert r.status_code == 200
+    assert r.json()["claims"]["sub"] == "alice"
+
+
+def test_logout_answers_200_clears_the_refresh_cookie_and_revokes(
+    client: Client, backend: Backend, make_token: TokenFactory
+) -> None:
+    c = client()
+    token = make_token()
+    r = c.post("/auth/logout", headers=bearer(token))
+    assert r.status_code == 200
+    assert r.json() == {"message": "Logged out successfully"}
+    assert r.headers.get_list("set-cookie") == [DELETED_REFRESH_COOKIE]
+    assert r.headers["cache-control"] == "no-store"
+    assert backend.count() == 2  # the jti and the sid
+    after = c.get("/me", headers=bearer(token))
+    assert after.status_code == 401
+    assert after.json() == {"error": "invalid_token", "message": "Token has been revoked"}
+    assert (
+        after.headers["www-authenticate"] == 'Bearer error="invalid_token", error_description="Token has been revoked"'
+    )
+    assert after.headers["cache-control"] == "no-store"
+
+
+def test_logout_kills_the_refresh_token_of_the_same_session(client: Client, make_token: TokenFactory) -> None:
+    c = client()
+    access, refresh = make_token(jti="a-1", sid="s-9"), make_token(jti="r-1", sid="s-9")
+    assert c.post("/auth/refresh", headers={"Cookie": f"refresh_token={refresh}"}).status_code == 200
+    assert c.post("/auth/logout", headers=bearer(access)).status_code == 200
+    r = c.post("/auth/refresh", headers={"Cookie": f"refresh_token={refresh}"})
+    assert r.status_code == 401
+    assert r.json()["message"] == "Token has been revoked"
+    assert DELETED_REFRESH_COOKIE in r.headers.get_list("set-cookie")
+
+
+def test_logout_leaves_other_sessions_and_users_alone(client: Client, make_token: TokenFactory) -> None:
+    c = client()
+    mine, my_other_login, someone_else = (
+        make_token(),
+        make_token(jti="j-2", sid="s-2"),
+        make_token(sub="bob", jti="j-3"),
+    )
+    assert c.post("/auth/logout", headers=bearer(mine)).status_code == 200
+    assert c.get("/me", headers=bearer(my_other_login)).status_code == 200
+    assert c.get("/me", headers=bearer(someone_else)).status_code == 200
+
+
+def test_logout_without_a_token_still_clears_cookies_and_revokes_nothing(client: Client, backend: Backend) -> None:
+    r = client().post("/auth/logout")
+    assert r.status_code == 200
+    assert r.headers.get_list("set-cookie") == [DELETED_REFRESH_COOKIE]
+    assert backend.count() == 0
+
+
+def test_logout_never_revokes_on_the_word_of_an_unverified_token(
+    client: Client, backend: Backend, make_token: TokenFactory
+) -> None:
+    forged = make_token(key="another-secret-that-is-32-bytes-long!!")
+    r = client().post("/auth/logout", headers=bearer(forged))
+    assert r.status_code == 200
+    assert backend.count() == 0
+
+
+def test_logout_revokes_every_presented_token_including_duplicate_cookies(
+    client: Client, backend: Backend, make_token: TokenFactory
+) -> None:
+    c = client(access_cookie="access_token")
+    header, cookie = make_token(jti="h", sid="s-h"), make_token(jti="c", sid="s-c")
+    refresh_a, refresh_b = make_token(jti="ra", sid="s-ra"), make_token(jti="rb", sid="s-rb")
+    cookies = f"access_token={cookie}; refresh_token={refresh_a}; refresh_token={refresh_b}"
+    r = c.post("/auth/logout", headers={**bearer(header), "Cookie": cookies})
+    assert r.status_code == 200
+    assert backend.count() == 8
+    deletions = r.headers.get_list("set-cookie")
+    assert DELETED_REFRESH_COOKIE in deletions
+    assert any(d.startswith('access_token=""; Path=/;') for d in deletions)
+    for token in (header, cookie):
+        assert c.get("/me", headers=bearer(token)).status_code == 401
+
+
+def test_guard_checks_every_refresh_cookie_of_the_same_name(client: Client, make_token: TokenFactory) -> None:
+    c = client()
+    dead, alive = make_token(jti="dead", sid="s-dead"), make_token(jti="alive", sid="s-alive")
+    assert c.post("/auth/logout", headers=bearer(dead)).status_code == 200
+    r = c.post("/auth/refresh", headers={"Cookie": f"refresh_token={alive}; refresh_token={dead}"})
+    assert r.status_code == 401
+    assert c.post("/auth/refresh", headers={"Cookie": f"refresh_token={alive}"}).status_code == 200
+
+
+def test_refresh_cookie_is_only_checked_under_its_path(client: Client, make_token: TokenFactory) -> None:
+    c = client()
+    dead = make_token()
+    assert c.post("/auth/logout", headers=bearer(dead)).status_code == 200
+    # A browser would not send it to /me; if something does, the guard does not judge it.
+    assert c.get("/me", headers={"Cookie": f"refresh_token={dead}"}).status_code == 200
+    assert c.post("/auth/refresh/", headers={"Cookie": f"refresh_token={dead}"}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        ("https://app.example/bye", 303),
+        ("https://app.example/other/page?x=1", 303),
+        ("https://exact.example/signed-out", 303),
+        ("https://exact.example/elsewhere", 400),
+        ("https://evil.example/", 400),
+        ("//evil.example/", 400),
+        ("/relative", 400),
+        ("javascript:alert(1)", 400),
+        ("https://app.example@evil.example/", 400),
+        ("https://app.example\\@evil.example/", 400),
+        ("http://app.example/", 400),
+    ],
+)
+def test_return_to_redirects_only_to_allowed_targets(client: Client, target: str, status: int) -> None:
+    c = client(allowed_redirects=["https://app.example", "https://exact.example/signed-out"])
+    r = c.post("/auth/logout", params={"return_to": target}, follow_redirects=False)
+    assert r.status_code == status
+    assert DELETED_REFRESH_COOKIE in r.headers.get_list("set-cookie")
+    if status == 303:
+        assert r.headers["location"] == target
+    else:
+        assert "location" not in r.headers
+        assert r.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("target", ["https://app.example/\x0b", "https://app.example/\x7f", "https://app.example/ x"])
+def test_return_to_with_a_control_character_is_refused(client: Any, target: str) -> None:
+    c = client(allowed_redirects=["https://app.example"])
+    r = c.post("/auth/logout", params={"return_to": target}, follow_redirects=False)
+    assert r.status_code == 400
+    assert "location" not in r.headers
+
+
+def test_clear_site_data_header_on_logout(client: Client) -> None:
+    r = client(clear_site_data=("cookies", "storage")).post("/auth/logout")
+    assert r.headers["clear-site-data"] == '"cookies", "storage"'
+
+
+def test_cookie_domain_goes_on_the_deletion_cookie(client: Client) -> None:
+    r = client(cookie_domain="example.com").post("/auth/logout")
+    assert r.headers["set-cookie"].startswith('refresh_token=""; Domain=example.com; Path=/auth/refresh;')
+
+
+def test_logout_route_answers_405_to_other_methods_and_lets_options_through(client: Client) -> None:
+    c = client()
+    r = c.get("/auth/logout")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "POST"
+    assert r.json()["error"] == "method_not_allowed"
+    assert c.options("/auth/logout").status_code == 200
+
+
+def test_logout_path_none_disables_the_route(client: Client, make_token: TokenFactory) -> None:
+    r = client(logout_path=None).post("/auth/logout", headers=bearer(make_token()))
+    assert r.json() == {"ok": True}  # the app's own handler answered
+
+
+def test_exclude_paths_are_never_checked(client: Client, make_token: TokenFactory) -> None:
+    c = client(exclude_paths=["/health"])
+    assert c.get("/health", headers=bearer("garbage")).status_code == 200
+    assert c.get("/me", headers=bearer("garbage")).status_code == 401
+
+
+def test_on_invalid_token_pass_hands_the_request_to_the_app(client: Client) -> None:
+    r = client(on_invalid_token="pass").get("/me", headers=bearer("not.a.token"))
+    assert r.status_code == 200
+    assert r.json() == {"claims": None, "saw_authorization": True}
+
+
+def test_invalid_token_is_rejected_with_a_bearer_challenge(client: Client, make_token: TokenFactory) -> None:
+    r = client().get("/me", headers=bearer(make_token(exp=1_000_000_000, iat=999_999_000)))
+    assert r.status_code == 401
+    assert r.json() == {"error": "invalid_token", "message": "Token has expired"}
+    assert r.headers["www-authenticate"] == 'Bearer error="invalid_token", error_description="Token has expired"'
+
+
+def test_an_invalid_refresh_cookie_is_rejected_and_cleared(client: Client, make_token: TokenFactory) -> None:
+    r = client(access_cookie="access_token").post(
+        "/auth/refresh", headers={"Cookie": f"access_token={make_token()}; refresh_token=garbage"}
+    )
+    assert r.status_code == 401
+    assert r.headers.get_list("set-cookie") == [DELETED_REFRESH_COOKIE]  # the valid access cookie stays
+
+
+def test_a_revoked_access_cookie_is_cleared(client: Client, make_token: TokenFactory) -> None:
+    c = client(access_cookie="access_token")
+    token = make_token()
+    assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
+    r = c.get("/me", headers={"Cookie": f"access_token={token}"})
+    assert r.status_code == 401
+    assert r.headers["set-cookie"].startswith('access_token=""; Path=/; Max-Age=0;')
+
+
+# ---- end to end: logout everywhere (single sign-out) -------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_logout_all_kills_every_session_of_the_user(
+    client: Client, backend: Backend, make_token: TokenFactory, method: str
+) -> None:
+    c = client()
+    laptop = make_token(sid="laptop", jti="l1", iat=earlier())
+    phone = make_token(sid="phone", jti="p1", iat=earlier())
+    phone_refresh = make_token(sid="phone", jti="p2", iat=earlier())
+    bob = make_token(sub="bob", sid="b", jti="b1", iat=earlier())
+    r = c.request(method, "/auth/logout-all", headers=bearer(laptop))
+    assert r.status_code == 200
+    assert r.json() == {"message": "Successfully logged out from SSO session"}
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["set-cookie"].startswith('refresh_token=""; Path=/auth/refresh;')
+    for token in (laptop, phone):
+        assert c.get("/me", headers=bearer(token)).status_code == 401
+    assert c.post("/auth/refresh", headers={"Cookie": f"refresh_token={phone_refresh}"}).status_code == 401
+    assert c.get("/me", headers=bearer(bob)).status_code == 200
+
+
+def test_a_token_issued_after_the_cutoff_works(client: Client, make_token: TokenFactory) -> None:
+    c = client()
+    for _ in range(5):  # until one logout falls within one second: that second is the cutoff
+        second = int(time.time())
+        assert c.post("/auth/logout-all", headers=bearer(make_token(iat=earlier()))).status_code == 200
+        if int(time.time()) == second:
+            break
+    else:
+        pytest.fail("no logout-all within one clock second")
+    later = make_token(sid="new", jti="n1", iat=second + 2)
+    assert c.get("/me", headers=bearer(later)).status_code == 200
+    same_second = make_token(sid="new2", jti="n2", iat=second)
+    assert c.get("/me", headers=bearer(same_second)).status_code == 401  # iat equal to the cutoff second
+
+
+def test_a_token_without_iat_dies_by_any_user_wide_logout(client: Client, make_token: TokenFactory) -> None:
+    c = client()
+    assert c.post("/auth/logout-all", headers=bearer(make_token(iat=earlier()))).status_code == 200
+    assert c.get("/me", headers=bearer(make_token(sid="x", jti="x", iat=None))).status_code == 401
+
+
+def test_same_sub_under_another_issuer_is_untouched(client: Client, make_token: TokenFactory) -> None:
+    c = client()
+    assert c.post("/auth/logout-all", headers=bearer(make_token(iat=earlier()))).status_code == 200
+    other = make_token(iss="https://other.test", sid="o", jti="o", iat=earlier())
+    assert c.get("/me", headers=bearer(other)).status_code == 200
+
+
+@pytest.mark.parametrize("case", ["no token", "bad signature", "expired", "revoked", "garbage"])
+def test_logout_all_needs_a_valid_unrevoked_token(
+    client: Client, backend: Backend, make_token: TokenFactory, case: str
+) -> None:
+    c = client()
+    headers: dict[str, str] = {}
+    if case == "bad signature":
+        headers = bearer(make_token(key="another-secret-that-is-32-bytes-long!!"))
+    elif case == "expired":
+        headers = bearer(make_token(exp=earlier(600), iat=earlier(1200)))
+    elif case == "revoked":
+        token = make_token()
+        assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
+        headers = bearer(token)
+    elif case == "garbage":
+        headers = {"Authorization": "Bearer \x01"}
+    before = backend.count()
+    r = c.post("/auth/logout-all", headers=headers)
+    assert r.status_code == 401
+    assert r.json() == {"message": "Unauthenticated."}
+    assert backend.count() == before
+
+
+def test_logout_all_answers_405_to_other_methods(client: Client) -> None:
+    r = client().delete("/auth/logout-all")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET, POST"
+
+
+def test_logout_all_with_a_token_without_sub_is_400(client: Client, backend: Backend, make_token: TokenFactory) -> None:
+    r = client().post("/auth/logout-all", headers=bearer(make_token(sub=None)))
+    assert r.status_code == 400
+    assert backend.count() == 0
+
+
+def test_two_apps_on_one_redis_single_sign_out(redis_url: str, make_token: TokenFactory) -> None:
+    shop = TestClient(SignOutMiddleware(starlette_app(), key=SECRET, redis_url=redis_url), base_url="https://shop.test")
+    blog = TestClient(SignOutMiddleware(starlette_app(), key=SECRET, redis_url=redis_url), base_url="https://blog.test")
+    at_shop = make_token(sid="shop", jti="s1", iat=earlier())
+    at_blog = make_token(sid="blog", jti="b1", iat=earlier())
+    carol = make_token(sub="carol", sid="c", jti="c1", iat=earlier())
+    assert blog.get("/me", headers=bearer(at_blog)).status_code == 200
+    assert shop.get("/auth/logout-all", headers=bearer(at_shop)).status_code == 200
+    for app in (shop, blog):
+        assert app.get("/me", headers=bearer(at_blog)).status_code == 401
+        assert app.get("/me", headers=bearer(at_shop)).status_code == 401
+        assert app.get("/me", headers=bearer(carol)).status_code == 200
+    fresh = make_token(sid="again", jti="a1", iat=int(time.time()) + 2)
+    assert blog.get("/me", headers=bearer(fresh)).status_code == 200

@@ -1,8 +1,11 @@
-"""Every example in examples/frameworks/, end to end: in process, under real servers, across adapters."""
+"""Every example in examples/frameworks/, end to end: in process, under real servers, across adapters; and
+examples/walkthrough.py, the README's tour, against the real Redis."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -120,3 +123,30 @@ def test_revocations_cross_adapters(redis_url: str, make_token: TokenFactory) ->
 
         assert asgi.post("/auth/logout", headers={"Authorization": f"Bearer {second}"}).status_code == 200
         assert [status_of(wsgi, t) for t in (first, first_refresh, second)] == [401, 401, 401]
+
+
+def test_walkthrough_runs_against_redis(redis_url: str, root: Any) -> None:
+    result = subprocess.run(
+        [sys.executable, str(root / "examples" / "walkthrough.py")],
+        env={"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = [line for line in result.stdout.splitlines() if re.match(r"^\d+\. ", line)]
+    assert [line.split("->")[1].split()[:2] for line in steps] == [
+        ["200", "ok"],
+        ["200", "ok"],
+        ["200", "ok"],
+        ["401", "ok"],
+        ["401", "ok"],
+        ["200", "ok"],
+        ["200", "ok"],
+        ["200", "ok"],
+        ["200", "ok"],
+        ["401", "ok"],
+        ["401", "ok"],
+    ]
+    assert "eyJ" not in result.stdout  # no token printed

@@ -1,4 +1,5 @@
-"""The store's claim (refresh rotation's first use): atomic, first one wins, always with a TTL."""
+"""The store contract (``signout.stores.base``), on every store: the claim that refresh rotation's first use
+rests on is atomic, the first one wins, and it always comes with a TTL."""
 
 from __future__ import annotations
 
@@ -43,9 +44,3 @@ def test_a_claimed_bucket_expires_with_its_field(redis_url: str) -> None:
     ttl = client.ttl("signout:{00ab}")
     client.close()
     assert 590 <= ttl <= 601
-
-
-def test_a_claim_merged_beside_other_writes_keeps_their_rules() -> None:
-    assert layout.merge(None, b"=5:9") == b"5:9"
-    assert layout.merge(b"1:9", b"=5:20") == b"1:9"
-    assert layout.merge(b"7", b"9") == b"9"

@@ -1,4 +1,6 @@
-"""Token verification: a table of tokens and what the verifier says of each."""
+"""Token verification (``signout.tokens``, with the keys of ``signout.keys``): a table of tokens and what the
+verifier says of each, its cache; then audience, ``require_revocable``, ``max_token_bytes`` and hostile
+tokens end to end, through both adapters."""
 
 from __future__ import annotations
 
@@ -6,27 +8,35 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from starlette.testclient import TestClient
 
 from signout import (
     BadSignature,
-    ConfigError,
     DisallowedAlgorithm,
     ExpiredToken,
     ImmatureToken,
     InvalidClaim,
     MalformedToken,
+    SignOutMiddleware,
     TokenError,
 )
 from signout.config import build_settings
 from signout.tokens import Source, Verifier
 
-from .conftest import ISS, NOW, SECRET
+from .apps import starlette_app
+from .conftest import ISS, NOW, SECRET, Backend, TokenFactory
+from .helpers import bearer
+from .issuers import base, keycloak, refused, sign
+
+Client = Callable[..., Any]
 
 RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PEM, SPKI = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -160,86 +170,6 @@ def test_pyjwk_keys_are_picked_by_kid() -> None:
         v.verify(hs(good(), key=b"2" * 32, kid="one"), Source.HEADER, NOW)
 
 
-CONFIG_CASES: list[tuple[dict[str, Any], str]] = [
-    ({"key": ""}, "key"),
-    ({"key": "short"}, "key"),
-    ({"key": RSA_PUBLIC_PEM}, "key"),
-    ({"algorithms": ["none"]}, "algorithms"),
-    ({"algorithms": ["NONE"]}, "algorithms"),
-    ({"algorithms": "HS256"}, "algorithms"),
-    ({"algorithms": []}, "algorithms"),
-    ({"algorithms": ["HS256", "RS256"]}, "algorithms"),
-    ({"algorithms": ["XX999"]}, "algorithms"),
-    ({"key": b"not a pem key at all, but long enough", "algorithms": ["RS256"]}, "key"),
-    ({"leeway": -1}, "leeway"),
-    ({"leeway": "30"}, "leeway"),
-    ({"max_token_lifetime": 0}, "max_token_lifetime"),
-    ({"key_prefix": "a{b}"}, "key_prefix"),
-    ({"key_prefix": ""}, "key_prefix"),
-    ({"logout_path": "auth/logout"}, "logout_path"),
-    ({"logout_all_path": "/auth/logout"}, "logout_all_path"),
-    ({"refresh_cookie": "bad name"}, "refresh_cookie"),
-    ({"refresh_cookie_path": "/a;b"}, "refresh_cookie_path"),
-    ({"cookie_domain": "bad domain"}, "cookie_domain"),
-    ({"cookie_secure": "yes"}, "cookie_secure"),
-    ({"cookie_samesite": "sometimes"}, "cookie_samesite"),
-    ({"cookie_samesite": "none", "cookie_secure": False}, "cookie_samesite"),
-    ({"refresh_cookie": "__Host-refresh"}, "refresh_cookie"),
-    ({"refresh_cookie": "__Secure-refresh", "cookie_secure": False}, "cookie_secure"),
-    ({"access_cookie": "a b"}, "access_cookie"),
-    ({"on_invalid_token": "ignore"}, "on_invalid_token"),
-    ({"on_store_error": "open"}, "on_store_error"),
-    ({"store_timeout": 0}, "store_timeout"),
-    ({"store_timeout": 60}, "store_timeout"),
-    ({"exclude_paths": "/health"}, "exclude_paths"),
-    ({"exclude_paths": ["health"]}, "exclude_paths"),
-    ({"allowed_redirects": ["/relative"]}, "allowed_redirects"),
-    ({"allowed_redirects": ["javascript:alert(1)"]}, "allowed_redirects"),
-    ({"clear_site_data": ["everything"]}, "clear_site_data"),
-    ({"clear_site_data": "cookies"}, "clear_site_data"),
-    ({"audience": ""}, "audience"),
-    ({"issuer": [1]}, "issuer"),
-    ({"required_claims": "jti"}, "required_claims"),
-    ({"clock": 5}, "clock"),
-    ({"verified_cache_size": -1}, "verified_cache_size"),
-    ({"trusted_origins": ["not an origin"]}, "trusted_origins"),
-    ({"clients": {"a": "short"}}, "clients"),
-    ({"clients": {"a:b": "x" * 20}}, "clients"),
-    ({"revoke_path": "/auth/logout"}, "revoke_path"),
-    ({"max_body_bytes": 10}, "max_body_bytes"),
-    ({"on_event": "log"}, "on_event"),
-]
-
-
-@pytest.mark.parametrize(("kwargs", "kwarg"), CONFIG_CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(CONFIG_CASES)])
-def test_bad_configuration_names_the_kwarg(kwargs: dict[str, Any], kwarg: str) -> None:
-    kwargs = {"key": SECRET, **kwargs}
-    with pytest.raises(ConfigError) as raised:
-        build_settings(**kwargs)
-    assert raised.value.kwarg == kwarg
-    assert str(raised.value).startswith(f"{kwarg}: ")
-    assert isinstance(raised.value, ValueError)
-
-
-def test_middleware_refuses_unknown_and_conflicting_kwargs() -> None:
-    from signout import SignOutMiddleware
-
-    async def app(scope: Any, receive: Any, send: Any) -> None: ...
-
-    with pytest.raises(ConfigError) as raised:
-        SignOutMiddleware(app, key=SECRET, logout_pth="/x")  # type: ignore[call-arg]
-    assert raised.value.kwarg == "logout_pth"
-    with pytest.raises(ConfigError) as raised:
-        SignOutMiddleware(app, key=SECRET, redis_url="redis://x", store=object())
-    assert raised.value.kwarg == "store"
-    with pytest.raises(ConfigError) as raised:
-        SignOutMiddleware(app, key=SECRET, redis_url="http://not-redis")
-    assert raised.value.kwarg == "redis_url"
-    with pytest.raises(ConfigError) as raised:
-        SignOutMiddleware(app, key=SECRET, redis=42)
-    assert raised.value.kwarg == "redis"
-
-
 def test_verified_cache_skips_pyjwt_but_still_judges_time(monkeypatch: pytest.MonkeyPatch) -> None:
     from signout.tokens import Verifier
 
@@ -284,3 +214,104 @@ def test_cache_disabled_with_zero() -> None:
     v = verifier(verified_cache_size=0)
     v.verify(hs(good()), Source.HEADER, NOW)
     assert len(v._cache) == 0
+
+
+# ---- end to end: audience, require_revocable, max_token_bytes ----------------------------------------
+
+
+def test_a_token_naming_an_audience_is_refused_when_no_audience_is_set(real_client: Client) -> None:
+    r = real_client().get("/me", headers=bearer(keycloak("Bearer")))
+    assert refused(r, "Token claim 'aud' names an audience, and no audience is configured")
+
+
+def test_a_token_for_the_configured_audience_passes_and_a_list_accepts_any_member(real_client: Client) -> None:
+    token = keycloak("Bearer")
+    assert real_client(audience="account").get("/me", headers=bearer(token)).json()["claims"]["aud"] == "account"
+    assert real_client(audience=["billing", "account"]).get("/me", headers=bearer(token)).status_code == 200
+    assert real_client(audience=["billing"]).get("/me", headers=bearer(token)).status_code == 401
+
+
+def test_a_token_no_logout_could_end_is_refused(real_client: Client) -> None:
+    r = real_client().get("/me", headers=bearer(sign(base(sub="alice", jti=None))))
+    assert refused(r, "Token carries neither jti nor sid, so no logout could revoke it")
+
+
+def test_with_require_revocable_off_its_logout_says_nothing_was_revoked(
+    real_client: Client, store_keys: Callable[[], list[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    c = real_client(require_revocable=False)
+    token = sign(base(sub="alice", jti=None))
+    assert c.get("/me", headers=bearer(token)).status_code == 200
+    with caplog.at_level(logging.WARNING, logger="signout"):
+        r = c.post("/auth/logout", headers=bearer(token))
+    assert r.status_code == 200 and r.json()["revoked"] is False
+    assert r.headers["set-cookie"].startswith('refresh_token=""; Path=/auth/refresh;')
+    assert any("neither jti nor sid" in m for m in caplog.messages)
+    assert store_keys() == []
+    assert c.get("/me", headers=bearer(token)).status_code == 200  # as the answer said
+
+
+def test_a_20_kb_casdoor_token_passes_once_max_token_bytes_allows_it(real_client: Client) -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    user = {"owner": "org", "name": "alice", "properties": {f"field{i}": "x" * 40 for i in range(280)}}
+    token = jwt.encode(
+        base(iss="https://door.example", sub="org/alice", tokenType="access-token", **user), private, "RS256"
+    )
+    assert len(token) > 16384
+    kwargs: dict[str, Any] = {"key": public, "algorithms": ["RS256"]}
+    assert refused(real_client(**kwargs).get("/me", headers=bearer(token)), "Token is malformed")
+    r = real_client(max_token_bytes=32768, **kwargs).get("/me", headers=bearer(token))
+    assert r.status_code == 200 and r.json()["claims"]["name"] == "alice"
+
+
+# ---- end to end: hostile tokens, on every store ------------------------------------------------------
+
+
+def test_a_deeply_nested_header_is_malformed_not_a_500(client: Any) -> None:
+    token = f"{b64(b'[' * 5000)}.e30.x"
+    for path, method in (("/me", "GET"), ("/auth/logout", "POST"), ("/auth/logout-all", "POST")):
+        r = client().request(
+            method, path, headers={"Authorization": f"Bearer {token}", "Cookie": f"refresh_token={token}"}
+        )
+        assert r.status_code < 500
+
+
+def test_exp_is_required_even_when_required_claims_is_given(make_token: TokenFactory) -> None:
+    verifier = build_settings(key=SECRET, required_claims=["jti"], clock=lambda: NOW).verifier
+    import jwt
+
+    token = jwt.encode({"sub": "a", "jti": "j", "iat": int(NOW)}, SECRET, algorithm="HS256")
+    with pytest.raises(InvalidClaim, match="exp"):
+        verifier.verify(token, Source.HEADER, NOW)
+
+
+def test_rs256_middleware_refuses_an_hs256_token_signed_with_its_public_key(backend: Backend) -> None:
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header, payload = json.dumps({"alg": "HS256"}), json.dumps({"sub": "x", "jti": "y", "exp": 2**31})
+    body = f"{b64(header.encode())}.{b64(payload.encode())}"
+    forged = f"{body}.{b64(hmac.new(public, body.encode(), hashlib.sha256).digest())}"
+    middleware = SignOutMiddleware(starlette_app(), key=public, algorithms=["RS256"], store=backend.make())
+    c = TestClient(middleware, base_url="https://t")
+    r = c.get("/me", headers=bearer(forged))
+    assert r.status_code == 401
+    assert r.json()["message"] == "Token algorithm is not allowed"
+    assert c.post("/auth/logout", headers=bearer(forged)).status_code == 200
+    assert backend.count() == 0

@@ -80,6 +80,17 @@ class MirrorStore(Store):
         follower = self._follower
         return follower.kind if follower is not None and follower.alive() else None
 
+    @property
+    def buckets_in_copy(self) -> int:
+        """How many buckets the local copy holds now (0 before the first follower). Read-only.
+
+        For operators sizing the mirror's memory, and for tests of what the copy keeps (an expired
+        field or bucket is dropped, a key outside the prefix never enters). It says nothing of
+        being in sync: see ``in_sync``.
+        """
+        follower = self._follower
+        return 0 if follower is None else len(follower.local)
+
     def start(self) -> None:
         """Follow from a thread, unless a follower is live already (sync callers: WSGI, scripts)."""
         address = self.redis.address

@@ -1,34 +1,137 @@
-"""Client authentication at the revocation endpoint, as real clients send it (issue 11 item 2).
+"""The revocation endpoint (``signout.endpoint``; RFC 7009, and CentralAuth's text/plain form).
 
-A secret is accepted however a real client puts it on the wire: HTTP Basic raw (curl's
-``-u`` and httpx send the UTF-8 bytes, requests and Authlib latin-1), HTTP Basic
-form-urlencoded (RFC 6749 section 2.3.1), or ``client_id`` and ``client_secret`` in a
-form body (client_secret_post); never two methods at once. Every case runs through both
-adapters on a real Redis, and Authlib's own clients run against real servers: after each
-revocation the guard must refuse the token, after each refusal it must still let it in.
+What it revokes and refuses, on every store; then client authentication, over the real Redis:
+every way a client may encode its credentials (curl, requests, Authlib, RFC 6749, a form
+body), every near miss refused, and Authlib's own clients under real servers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import quote_plus
 
 import httpx
 import pytest
-import redis
+from starlette.testclient import TestClient
 
 from signout import AuditEvent, RedisStore, SignOutMiddleware, SignOutWSGIMiddleware
 
 from .apps import starlette_app, wsgi_app
-from .conftest import SECRET, Backend, TokenFactory, make_client
+from .conftest import SECRET, Backend, TokenFactory, free_port
 from .framework_helpers import uvicorn_server, werkzeug_server, wsgiref_server
+from .helpers import CLIENT_SECRET, basic, bearer, earlier
 
-Client = Callable[..., httpx.Client]
+Client = Callable[..., TestClient]
+RealClient = Callable[..., httpx.Client]
 Headers = list[tuple[str, str]]
+
+
+@pytest.fixture
+def revoking(client: Client) -> TestClient:
+    return client(clients={"billing": CLIENT_SECRET})
+
+
+def test_revoke_with_a_form_body(revoking: TestClient, make_token: TokenFactory) -> None:
+    token, sibling = make_token(), make_token(jti="j-2")
+    r = revoking.post("/auth/revoke", headers=basic(), data={"token": token, "token_type_hint": "whatever"})
+    assert r.status_code == 200
+    assert r.json() == {"revoked": True, "scope": "token"}
+    assert revoking.get("/me", headers=bearer(token)).status_code == 401
+    assert revoking.get("/me", headers=bearer(sibling)).status_code == 200  # same session, not revoked
+
+
+def test_revoke_with_a_text_body_session_wide(revoking: TestClient, make_token: TokenFactory) -> None:
+    token, sibling = make_token(), make_token(jti="j-2")
+    r = revoking.post(
+        "/auth/revoke?logoutSessionWide=true",
+        headers={**basic(), "Content-Type": "text/plain"},
+        content=token.encode(),
+    )
+    assert r.json() == {"revoked": True, "scope": "session"}
+    assert revoking.get("/me", headers=bearer(sibling)).status_code == 401
+
+
+def test_revoke_user_wide(revoking: TestClient, make_token: TokenFactory) -> None:
+    other_session = make_token(sid="s-2", jti="j-2", iat=earlier())
+    r = revoking.post("/auth/revoke", headers=basic(), data={"token": make_token(iat=earlier()), "revoke": "user"})
+    assert r.json() == {"revoked": True, "scope": "user"}
+    assert revoking.get("/me", headers=bearer(other_session)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, basic(secret="wrong-secret-0123456789"), basic(client_id="nobody"), {"Authorization": "Basic !!!"}],
+    ids=["missing", "bad secret", "unknown client", "garbage"],
+)
+def test_revoke_needs_client_authentication(
+    revoking: TestClient, backend: Backend, make_token: TokenFactory, headers: dict[str, str]
+) -> None:
+    r = revoking.post("/auth/revoke", headers=headers, data={"token": make_token()})
+    assert r.status_code == 401
+    assert r.json()["error"] == "invalid_client"
+    assert r.headers["www-authenticate"] == 'Basic realm="signout"'
+    assert backend.count() == 0
+
+
+@pytest.mark.parametrize("body", ["garbage", "a.b.c", ""], ids=["garbage", "three segments", "empty"])
+def test_revoke_an_unknown_or_invalid_token_is_200_and_revokes_nothing(
+    revoking: TestClient, backend: Backend, body: str
+) -> None:
+    r = revoking.post("/auth/revoke", headers={**basic(), "Content-Type": "text/plain"}, content=body.encode())
+    assert r.status_code == 200
+    assert r.json() == {"revoked": False}
+    assert backend.count() == 0
+
+
+def test_revoke_body_is_capped(revoking: TestClient) -> None:
+    r = revoking.post("/auth/revoke", headers={**basic(), "Content-Type": "text/plain"}, content=b"x" * 100_000)
+    assert r.status_code == 413
+
+
+def test_revoke_bad_requests(revoking: TestClient, make_token: TokenFactory) -> None:
+    assert revoking.get("/auth/revoke", headers=basic()).status_code == 405
+    assert revoking.post("/auth/revoke", headers=basic(), data={"nothing": "here"}).status_code == 400
+    bad_scope = revoking.post("/auth/revoke", headers=basic(), data={"token": make_token(), "revoke": "galaxy"})
+    assert bad_scope.status_code == 400
+    as_json = revoking.post("/auth/revoke", headers=basic(), json={"token": make_token()})
+    assert as_json.status_code == 400
+
+
+def test_revoke_refuses_a_token_of_another_client(
+    revoking: TestClient, backend: Backend, make_token: TokenFactory
+) -> None:
+    r = revoking.post("/auth/revoke", headers=basic(), data={"token": make_token(azp="shop")})
+    assert r.status_code == 400
+    assert r.json()["error"] == "unauthorized_client"
+    assert backend.count() == 0
+
+
+def test_revoke_path_is_not_served_without_clients(client: Client, make_token: TokenFactory) -> None:
+    r = client().post("/auth/revoke", headers=basic(), data={"token": make_token()})
+    assert r.status_code == 404  # the app's own router answered
+
+
+def test_revoke_when_the_store_is_down_is_503(make_token: TokenFactory) -> None:
+    c = TestClient(
+        SignOutMiddleware(
+            starlette_app(),
+            key=SECRET,
+            redis_url=f"redis://127.0.0.1:{free_port()}/0",
+            store_timeout=0.2,
+            clients={"billing": CLIENT_SECRET},
+        )
+    )
+    r = c.post("/auth/revoke", headers=basic(), data={"token": make_token()})
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "5"
+
+
+# ---- client authentication (real Redis): how each client puts the credentials on the wire ----------
+
 
 # What `openssl rand -base64 32` prints: "+", "/" and "=" (about half of them hold a "+").
 OPENSSL = "q+3ZtV/0fXkP+aR8wYv/LmN2cJ5sEoHiU7gT1bKdWx4="
@@ -52,26 +155,23 @@ REPEATED = {"error": "invalid_request", "error_description": "client_id and clie
 REVOKED = {"revoked": True, "scope": "token"}
 
 
-# ---- how each client puts the credentials on the wire -------------------------------------
-
-
-def basic(raw: bytes) -> Headers:
+def basic_raw(raw: bytes) -> Headers:
     return [("Authorization", "Basic " + base64.b64encode(raw).decode("ascii"))]
 
 
 def curl(client_id: str, secret: str) -> Headers:
     """``curl -u id:secret``: base64 of the bytes as typed (UTF-8), nothing encoded."""
-    return basic(f"{client_id}:{secret}".encode())
+    return basic_raw(f"{client_id}:{secret}".encode())
 
 
 def requests_auth(client_id: str, secret: str) -> Headers:
     """requests' ``auth=(id, secret)`` and Authlib's client_secret_basic: raw, latin-1."""
-    return basic(f"{client_id}:{secret}".encode("latin-1"))
+    return basic_raw(f"{client_id}:{secret}".encode("latin-1"))
 
 
 def rfc6749(client_id: str, secret: str) -> Headers:
     """RFC 6749 section 2.3.1: each form-urlencoded (UTF-8), then base64."""
-    return basic(f"{quote_plus(client_id)}:{quote_plus(secret)}".encode("ascii"))
+    return basic_raw(f"{quote_plus(client_id)}:{quote_plus(secret)}".encode("ascii"))
 
 
 def posted(client_id: str, secret: str) -> dict[str, str]:
@@ -98,29 +198,6 @@ def credentials(how: str, client_id: str, secret: str) -> tuple[Headers, dict[st
     return encode(client_id, secret), {}
 
 
-# ---- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def backend(redis_url: str) -> Iterator[Backend]:
-    """The real redis-server only (conftest's ``backend`` also runs the memory and fake ones)."""
-    real = redis.Redis.from_url(redis_url)
-
-    def keys() -> list[bytes]:
-        return list(real.scan_iter(match=b"*"))
-
-    def count() -> int:
-        return sum(int(real.hlen(k)) for k in keys())
-
-    yield Backend("redis", lambda: RedisStore(redis_url), count, keys)
-    real.close()
-
-
-@pytest.fixture(params=["asgi", "wsgi"])
-def client(request: pytest.FixtureRequest, backend: Backend) -> Client:
-    return make_client(request.param, backend, "https://app.test")
-
-
 def clients(secret: str = OPENSSL) -> dict[str, str]:
     return {"billing": secret, "shop": "shop-secret-0123456789"}
 
@@ -133,28 +210,28 @@ def me(c: httpx.Client, token: str) -> int:
     return c.get("/me", headers={"Authorization": f"Bearer {token}"}).status_code
 
 
-def assert_refused(r: httpx.Response, c: httpx.Client, backend: Backend, token: str) -> None:
+def assert_refused(r: httpx.Response, c: httpx.Client, redis_backend: Backend, token: str) -> None:
     assert (r.status_code, r.json()) == (401, INVALID_CLIENT)
     assert r.headers["www-authenticate"] == 'Basic realm="signout"'
-    assert backend.count() == 0
+    assert redis_backend.count() == 0
     assert me(c, token) == 200
 
 
-def assert_bad(r: httpx.Response, body: dict[str, str], c: httpx.Client, backend: Backend, token: str) -> None:
+def assert_bad(r: httpx.Response, body: dict[str, str], c: httpx.Client, redis_backend: Backend, token: str) -> None:
     assert (r.status_code, r.json()) == (400, body)
-    assert backend.count() == 0
+    assert redis_backend.count() == 0
     assert me(c, token) == 200
 
 
-# ---- every secret, every encoding ----------------------------------------------------------
+# ---- every secret, every encoding --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("name", "how"), CASES, ids=[f"{name}-{how}" for name, how in CASES])
 def test_every_encoding_of_every_secret_authenticates(
-    client: Client, make_token: TokenFactory, name: str, how: str
+    real_client: RealClient, make_token: TokenFactory, name: str, how: str
 ) -> None:
     secret = SECRETS[name]
-    c = client(clients=clients(secret))
+    c = real_client(clients=clients(secret))
     token = make_token()
     headers, fields = credentials(how, "billing", secret)
     r = revoke(c, headers, fields, token)
@@ -163,17 +240,17 @@ def test_every_encoding_of_every_secret_authenticates(
 
 
 @pytest.mark.parametrize("how", ["curl -u", "requests", "RFC 6749", "client_secret_post"])
-def test_a_client_id_with_special_characters(client: Client, make_token: TokenFactory, how: str) -> None:
-    c = client(clients={"ops team+é%41": OPENSSL})
+def test_a_client_id_with_special_characters(real_client: RealClient, make_token: TokenFactory, how: str) -> None:
+    c = real_client(clients={"ops team+é%41": OPENSSL})
     token = make_token()
     headers, fields = credentials(how, "ops team+é%41", OPENSSL)
     assert revoke(c, headers, fields, token).json() == REVOKED
     assert me(c, token) == 401
 
 
-def test_a_text_body_with_raw_basic(client: Client, make_token: TokenFactory) -> None:
+def test_a_text_body_with_raw_basic(real_client: RealClient, make_token: TokenFactory) -> None:
     """CentralAuth's form: the bare token as text/plain, a `+` secret sent as curl sends it."""
-    c = client(clients=clients())
+    c = real_client(clients=clients())
     token, sibling = make_token(), make_token(jti="j-2")
     headers = [*curl("billing", OPENSSL), ("Content-Type", "text/plain")]
     r = c.post("/auth/revoke?logoutSessionWide=true", headers=headers, content=token.encode())
@@ -181,7 +258,7 @@ def test_a_text_body_with_raw_basic(client: Client, make_token: TokenFactory) ->
     assert me(c, sibling) == 401
 
 
-# ---- refusals: nothing revoked ---------------------------------------------------------------
+# ---- refusals: nothing revoked -----------------------------------------------------------------------
 
 
 NEAR_MISSES: dict[str, tuple[Headers, dict[str, str]]] = {
@@ -199,7 +276,7 @@ NEAR_MISSES: dict[str, tuple[Headers, dict[str, str]]] = {
     "client_id alone": ([], {"client_id": "billing"}),  # client authentication "none" is not offered
     "nothing": ([], {}),
     "unreadable basic": ([("Authorization", "Basic !!!")], {}),
-    "basic without a colon": (basic(b"billing-and-no-colon"), {}),
+    "basic without a colon": (basic_raw(b"billing-and-no-colon"), {}),
     "bearer, post wrong": ([("Authorization", "Bearer " + OPENSSL)], posted("billing", WRONG)),
     "two authorization headers": ([*curl("billing", OPENSSL), *curl("billing", OPENSSL)], {}),
 }
@@ -207,35 +284,40 @@ NEAR_MISSES: dict[str, tuple[Headers, dict[str, str]]] = {
 
 @pytest.mark.parametrize(("headers", "fields"), list(NEAR_MISSES.values()), ids=list(NEAR_MISSES))
 def test_wrong_or_missing_credentials_are_401(
-    client: Client, backend: Backend, make_token: TokenFactory, headers: Headers, fields: dict[str, str]
+    real_client: RealClient, redis_backend: Backend, make_token: TokenFactory, headers: Headers, fields: dict[str, str]
 ) -> None:
-    c = client(clients=clients())
+    c = real_client(clients=clients())
     token = make_token()
-    assert_refused(revoke(c, headers, fields, token), c, backend, token)
+    assert_refused(revoke(c, headers, fields, token), c, redis_backend, token)
 
 
 def test_client_secret_post_fields_in_a_text_body_are_not_credentials(
-    client: Client, backend: Backend, make_token: TokenFactory
+    real_client: RealClient, redis_backend: Backend, make_token: TokenFactory
 ) -> None:
-    c = client(clients=clients())
+    c = real_client(clients=clients())
     token = make_token()
     body = f"client_id=billing&client_secret={quote_plus(OPENSSL)}&token={token}"
     r = c.post("/auth/revoke", headers={"Content-Type": "text/plain"}, content=body.encode())
-    assert_refused(r, c, backend, token)
+    assert_refused(r, c, redis_backend, token)
 
 
 @pytest.mark.parametrize(
     "headers",
-    [curl("billing", OPENSSL), curl("billing", WRONG), rfc6749("shop", "shop-secret-0123456789"), basic(b"garbage")],
+    [
+        curl("billing", OPENSSL),
+        curl("billing", WRONG),
+        rfc6749("shop", "shop-secret-0123456789"),
+        basic_raw(b"garbage"),
+    ],
     ids=["right basic", "wrong basic", "another client's basic", "unreadable basic"],
 )
 @pytest.mark.parametrize("secret", [OPENSSL, WRONG], ids=["right post", "wrong post"])
 def test_basic_and_client_secret_post_at_once_is_400(
-    client: Client, backend: Backend, make_token: TokenFactory, headers: Headers, secret: str
+    real_client: RealClient, redis_backend: Backend, make_token: TokenFactory, headers: Headers, secret: str
 ) -> None:
-    c = client(clients=clients())
+    c = real_client(clients=clients())
     token = make_token()
-    assert_bad(revoke(c, headers, posted("billing", secret), token), BOTH, c, backend, token)
+    assert_bad(revoke(c, headers, posted("billing", secret), token), BOTH, c, redis_backend, token)
 
 
 @pytest.mark.parametrize(
@@ -249,41 +331,41 @@ def test_basic_and_client_secret_post_at_once_is_400(
     ids=["client_id twice", "client_secret twice", "two different secrets", "client_id twice beside basic"],
 )
 def test_repeated_credential_fields_are_400(
-    client: Client, backend: Backend, make_token: TokenFactory, headers: Headers, body: str
+    real_client: RealClient, redis_backend: Backend, make_token: TokenFactory, headers: Headers, body: str
 ) -> None:
-    c = client(clients=clients())
+    c = real_client(clients=clients())
     token = make_token()
     content = body.format(s=quote_plus(OPENSSL), t=token).encode()
     headers = [*headers, ("Content-Type", "application/x-www-form-urlencoded")]
     r = c.post("/auth/revoke", headers=headers, content=content)
-    assert_bad(r, REPEATED, c, backend, token)
+    assert_bad(r, REPEATED, c, redis_backend, token)
 
 
 def test_a_client_id_field_beside_basic_must_name_the_same_client(
-    client: Client, backend: Backend, make_token: TokenFactory
+    real_client: RealClient, redis_backend: Backend, make_token: TokenFactory
 ) -> None:
-    c = client(clients=clients())
+    c = real_client(clients=clients())
     token = make_token()
     other = {"error": "invalid_request", "error_description": "client_id names another client than the credentials"}
-    assert_bad(revoke(c, curl("billing", OPENSSL), {"client_id": "shop"}, token), other, c, backend, token)
+    assert_bad(revoke(c, curl("billing", OPENSSL), {"client_id": "shop"}, token), other, c, redis_backend, token)
     assert revoke(c, curl("billing", OPENSSL), {"client_id": "billing"}, token).json() == REVOKED
     assert me(c, token) == 401
 
 
-def test_a_body_too_large_to_read(client: Client, backend: Backend, make_token: TokenFactory) -> None:
+def test_a_body_too_large_to_read(real_client: RealClient, redis_backend: Backend, make_token: TokenFactory) -> None:
     """Credentials in an unread body are lost: the header alone decides, else 413 says why."""
-    c = client(clients=clients())
+    c = real_client(clients=clients())
     big = {"token": make_token(), "padding": "x" * 30_000}
     assert c.post("/auth/revoke", headers=curl("billing", OPENSSL), data=big).status_code == 413
     refused = c.post("/auth/revoke", headers=curl("billing", WRONG), data=big)
     assert (refused.status_code, refused.json()) == (401, INVALID_CLIENT)
     assert c.post("/auth/revoke", data={**big, **posted("billing", OPENSSL)}).status_code == 413
-    assert backend.count() == 0
+    assert redis_backend.count() == 0
 
 
-def test_audit_events(client: Client, make_token: TokenFactory) -> None:
+def test_audit_events(real_client: RealClient, make_token: TokenFactory) -> None:
     events: list[AuditEvent] = []
-    c = client(clients=clients(), on_event=events.append)
+    c = real_client(clients=clients(), on_event=events.append)
     token = make_token()
     revoke(c, curl("billing", WRONG), {}, token)
     revoke(c, [], posted("nobody", OPENSSL), token)
@@ -298,9 +380,12 @@ def test_audit_events(client: Client, make_token: TokenFactory) -> None:
     ]
 
 
-# ---- Authlib's own clients against real servers -------------------------------------------
+# ---- Authlib's own clients against real servers ------------------------------------------------------
+
 
 METHODS = ["client_secret_basic", "client_secret_post"]
+
+
 AUTHLIB_SECRETS = {"openssl": OPENSSL, "latin-1": SECRETS["latin-1"]}
 
 
