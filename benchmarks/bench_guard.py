@@ -21,6 +21,10 @@ RS256``: signout gets the PEM public key, the other guards the same PEM.
 ``--concurrent``: ``asyncio.gather`` of 32 requests at a time; reported as
 requests/s. ``--all`` runs {reused, fresh} x {HS256, RS256} x {sequential,
 32-concurrent} and ends with one table of the targets, PASS/MISS beside each.
+``--jwks`` (RS256 only): the signout variants get their key from ``jwks_url``, a JWK Set
+served from a thread on 127.0.0.1, instead of the PEM (fetched once, before timing);
+the other guards keep the PEM. Issue 13: the guard's overhead is the same as with
+static keys.
 
 Rounds are interleaved (every variant in turn, starting one later each round)
 so drift hits all alike. us/request is the median over rounds of each batch's
@@ -29,7 +33,7 @@ rounds of that round's ratio (its two batches ran within a second of each
 other), so a slow spell of the machine does not tilt it. A ratio below 1.00x
 means signout adds less than the guard it is compared with.
 
-    python benchmarks/bench_guard.py [--quick] [--fresh] [--alg RS256] [--concurrent] [--all]
+    python benchmarks/bench_guard.py [--quick] [--fresh] [--alg RS256] [--jwks] [--concurrent] [--all]
 """
 
 from __future__ import annotations
@@ -38,10 +42,14 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import json
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import redis.asyncio as aredis
 from _common import (
@@ -72,6 +80,7 @@ from _common import (
     verdict,
     versions,
 )
+from jwt.algorithms import RSAAlgorithm
 
 import signout
 from signout.stores.mirror import MirrorStore
@@ -148,10 +157,39 @@ class Result:
 # ---- the variants ---------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def jwks_server(keys: Keys) -> Iterator[str]:
+    """The URL of a JWK Set holding ``keys``' public key, served from a thread on 127.0.0.1."""
+    jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(keys.verifying)))
+    body = json.dumps({"keys": [{**jwk, "use": "sig", "alg": keys.alg}]}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @contextlib.asynccontextmanager
-async def variants(keys: Keys, port: int | None) -> AsyncIterator[dict[str, ASGIApp]]:
-    """Every variant, freshly built (empty verified-claims caches); closed on exit."""
-    kw = signout_kwargs(keys)
+async def variants(keys: Keys, port: int | None, jwks_url: str | None = None) -> AsyncIterator[dict[str, ASGIApp]]:
+    """Every variant, freshly built (empty verified-claims caches); closed on exit.
+
+    ``jwks_url``: signout's variants take their key from it instead of the PEM."""
+    kw = signout_kwargs(keys) if jwks_url is None else {"jwks_url": jwks_url, "algorithms": [keys.alg]}
     apps: dict[str, ASGIApp] = {
         "bare": bare_app,
         "signout-memory": signout.SignOutMiddleware(bare_app, store=signout.MemoryStore(warn=False), **kw),
@@ -368,8 +406,10 @@ async def bench(configs: list[Config], args: argparse.Namespace, port: int | Non
                 pools[config.alg] = fresh_pool(config.alg)
                 print(f"({len(pools[config.alg])} {config.alg} tokens made in {time.perf_counter() - started:.1f} s)")
             pool = pools[config.alg]
-        async with variants(keys_for(config.alg), port) as apps:
-            result = await measure(config, apps, pool, args)
+        keys = keys_for(config.alg)
+        with jwks_server(keys) if args.jwks else contextlib.nullcontext() as url:
+            async with variants(keys, port, url) as apps:
+                result = await measure(config, apps, pool, args)
         report(result, args.rounds)
         results.append(result)
     return results
@@ -380,12 +420,17 @@ def main() -> None:
     parser.add_argument("--all", action="store_true", help="the whole matrix, then the targets table")
     parser.add_argument("--fresh", action="store_true", help="a distinct token per request, made before timing")
     parser.add_argument("--alg", choices=("HS256", "RS256"), default="HS256")
+    parser.add_argument("--jwks", action="store_true", help="signout's key from a jwks_url (implies --alg RS256)")
     parser.add_argument("--concurrent", action="store_true", help=f"{WIDTH} requests in flight (asyncio.gather)")
     parser.add_argument("--burst", action="store_true", help=f"{BURST:,} requests in flight (asyncio.gather)")
     parser.add_argument("--seconds", type=float, help="timed seconds per configuration (default 40, --all 12)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 25, --all 15; --quick 5)")
     parser.add_argument("--quick", action="store_true", help="short: 6 s (--all: 3 s per configuration)")
     args = parser.parse_args()
+    if args.jwks:
+        if args.all:
+            parser.error("--jwks measures RS256 configurations one at a time; leave out --all")
+        args.alg = "RS256"  # a JWK Set holds public keys: no HMAC secret is ever published
     if args.all:
         args.seconds = args.seconds or (3.0 if args.quick else 12.0)
         configs = [Config(f, a, w) for a in ("HS256", "RS256") for f in (False, True) for w in (1, WIDTH)]

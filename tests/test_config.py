@@ -155,9 +155,9 @@ def test_local_mirror_needs_redis() -> None:
 def test_no_key_is_a_config_error_naming_key(adapter: str) -> None:
     with pytest.raises(ConfigError) as caught:
         if adapter == "asgi":
-            SignOutMiddleware(starlette_app())  # type: ignore[call-arg]
+            SignOutMiddleware(starlette_app())
         else:
-            SignOutWSGIMiddleware(wsgi_app())  # type: ignore[call-arg]
+            SignOutWSGIMiddleware(wsgi_app())
     assert caught.value.kwarg == "key"
     assert "is required" in str(caught.value)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 from .errors import StoreError
 from .layout import Lookup
 from .options import Options
-from .steps import Claim, Fetch, Pass, Read, Respond, Step, Unread, Written
+from .steps import Claim, Fetch, Keys, Pass, Read, Respond, Step, Unread, Written
 from .web import Answer, Request
 from .wiring import CLAIMS_KEY, REVOKER_KEY, Adapter
 
@@ -41,6 +41,9 @@ class SignOutMiddleware(Adapter):
         self._quick = self.engine.quick if self.engine.quick_ready else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        keyset = self.keyset
+        if keyset is not None and keyset.due <= keyset.clock():
+            keyset.refresh_soon()  # in a thread; this request goes on with the keys held
         kind = scope["type"]
         if kind == "http" and self._quick is not None:
             token = self._quick(scope.get("path", ""), scope.get("headers", ()))
@@ -89,6 +92,10 @@ class SignOutMiddleware(Adapter):
             kind = message.get("type")
             if kind == "lifespan.startup.complete":
                 await self.check_store()
+                if self.keyset is not None:
+                    # Fetched once before the first request (bounded by its timeout); a failure
+                    # is logged with the URL and startup goes on: tokens get 503 until a fetch works.
+                    await self.keyset.refresh()
             elif kind == "lifespan.shutdown.complete":
                 await self.aclose()
             await send(message)
@@ -123,6 +130,10 @@ class SignOutMiddleware(Adapter):
             if isinstance(step, Read):
                 assert receive is not None  # the engine reads bodies only while judging a request
                 step = step.resume(await _read_body(receive, step.limit, held))
+                continue
+            if isinstance(step, Keys):
+                await step.keyset.refresh()  # off the loop; never raises; bounded by the fetch's timeout
+                step = step.resume()
                 continue
             pending = step
             try:  # every store call ends within store_timeout (stores.base)

@@ -28,7 +28,8 @@ class AuditEvent:
     ``csrf_refused``, ``refresh_reuse`` or ``refresh`` (a refresh token's use
     not recorded). ``outcome``: ``revoked``, ``nothing_revoked``,
     ``invalid_token``, ``invalid_request``, ``unauthenticated``,
-    ``invalid_client``, ``store_error``, ``refused``. ``count``: how many tokens the request revoked.
+    ``invalid_client``, ``store_error``, ``refused``, ``keys_unavailable`` (no usable signing keys
+    from ``jwks_url``). ``count``: how many tokens the request revoked.
     """
 
     event: str

@@ -6,6 +6,7 @@ so a typo fails at start-up instead of on the first logout.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -17,7 +18,8 @@ from urllib.parse import urlsplit
 from .audit import Sink
 from .csrf import parse_trusted
 from .errors import ConfigError
-from .keys import parse_algorithms, parse_keys
+from .keys import HMAC_ALGORITHMS, parse_algorithms, parse_keys
+from .keyset import KeySet
 from .tokens import MAX_TOKEN_CHARS, Verifier
 from .web import deletion_cookie, path_matches
 from .web import origin_of as _origin
@@ -72,6 +74,8 @@ class Settings:
     # Precomputed deletion Set-Cookie values.
     delete_refresh: bytes
     delete_access: bytes | None
+    #: The keys published at ``jwks_url`` (the verifier's too), or ``None``.
+    keyset: KeySet | None = None
 
 
 def _seconds(kwarg: str, value: object, *, minimum: float, integral: bool = False) -> float:
@@ -132,6 +136,39 @@ def _clear_site_data(value: object) -> bytes | None:
     return ", ".join(f'"{v}"' for v in items).encode("ascii")
 
 
+def _jwks_url(value: object) -> str | None:
+    """An https URL; plain http only to a loopback host (keys fetched in the clear could be swapped on the way)."""
+    if value is None:
+        return None
+    usage = "must be the https:// URL of a JWK Set, such as 'https://op.example/.well-known/jwks.json'"
+    if not isinstance(value, str) or any(c in value for c in " \r\n\t\0"):
+        raise ConfigError("jwks_url", f"{usage}, not {value!r}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError("jwks_url", f"{usage}; {value!r} does not parse ({exc})") from exc
+    host = parts.hostname or ""
+    if parts.scheme not in ("https", "http") or not host:
+        raise ConfigError("jwks_url", f"{usage}, not {value!r}")
+    if parts.scheme == "http" and not _loopback(host):
+        raise ConfigError(
+            "jwks_url",
+            "must use https:// (plain http:// only to a loopback host such as 127.0.0.1): "
+            "keys fetched in the clear can be swapped by anyone on the way",
+        )
+    return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _clients(value: object) -> dict[str, bytes]:
     """Client ids to secrets for the revocation endpoint (RFC 7009, HTTP Basic client auth)."""
     if value is None:
@@ -174,7 +211,7 @@ def _refresh_paths(value: object, excluded: tuple[str, ...], routes: tuple[str |
 def build_settings(
     *,
     key: object = None,
-    algorithms: object = ("HS256",),
+    algorithms: object = None,
     audience: str | Iterable[str] | None = None,
     issuer: str | Iterable[str] | None = None,
     leeway: float | timedelta = 30,
@@ -212,13 +249,32 @@ def build_settings(
     refresh_rotation: bool = False,
     refresh_reuse_grace: float | timedelta = DEFAULT_REUSE_GRACE,
     max_token_bytes: int = MAX_TOKEN_CHARS,
+    jwks_url: str | None = None,
 ) -> Settings:
-    """Validate every kwarg; raise ``ConfigError`` naming the first bad one."""
-    if key is None:
+    """Validate every kwarg; raise ``ConfigError`` naming the first bad one.
+
+    ``algorithms``: ``("HS256",)`` by default; with ``jwks_url``, ``("RS256",)``, the
+    algorithm every OpenID Provider supports (OpenID Connect Core 1.0 section 15.1).
+    """
+    published = _jwks_url(jwks_url)
+    if key is None and published is None:
         # Not a TypeError from Python: the user should read which kwarg and what goes in it.
-        raise ConfigError("key", "is required: the HMAC secret, public key or list of keys that verify your tokens")
+        raise ConfigError(
+            "key",
+            "is required: the HMAC secret, public key or list of keys that verify your tokens "
+            "(or give jwks_url, the URL where your OpenID Provider publishes its keys)",
+        )
+    if algorithms is None:
+        algorithms = ("HS256",) if published is None else ("RS256",)
     algs = parse_algorithms(algorithms)
-    keys = parse_keys(key, algs)
+    if published is not None and algs[0] in HMAC_ALGORITHMS:
+        raise ConfigError(
+            "algorithms",
+            f"{list(algs)} are HMAC algorithms, and jwks_url publishes public keys: "
+            "pin the asymmetric ones your OpenID Provider signs with, e.g. ['RS256']",
+        )
+    keys = parse_keys(key, algs) if key is not None else ()
+    keyset = None if published is None else KeySet(published, algs)
     claim_checks: tuple[tuple[str, object], ...] = (("audience", audience), ("issuer", issuer))
     for name, value in claim_checks:
         listed = value is not None and not isinstance(value, str)
@@ -334,6 +390,7 @@ def build_settings(
         max_token_chars=max_token_bytes,
         user_claim=user_claim,
         require_revocable=require_revocable,
+        keyset=keyset,
     )
     cookie: dict[str, Any] = {"domain": cookie_domain, "secure": cookie_secure, "samesite": samesite}
     return Settings(
@@ -368,4 +425,5 @@ def build_settings(
         refresh_reuse_grace=grace,
         delete_refresh=deletion_cookie(refresh_name, path=refresh_path, **cookie),
         delete_access=None if access_name is None else deletion_cookie(access_name, path=access_path, **cookie),
+        keyset=keyset,
     )

@@ -1,8 +1,8 @@
 """The sans-IO heart of signout: request facts and store answers in, decisions out.
 
 ``Engine.start`` looks at a request and returns a step (``signout.steps``):
-``Pass`` or ``Respond`` end it; ``Read``, ``Fetch`` and ``Commit`` ask the
-adapter for one piece of I/O and say what to do with the result. The ASGI and
+``Pass`` or ``Respond`` end it; ``Read``, ``Fetch``, ``Commit``, ``Claim`` and
+``Keys`` ask the adapter for one piece of I/O and say what to do with the result. The ASGI and
 WSGI adapters run the same loop around it and differ only in whether the I/O
 is awaited. Nothing here imports asyncio, redis or a web framework, and time
 is read only through ``settings.clock``.
@@ -21,16 +21,17 @@ from .bodies import UnreadableBody, has_body_type, refresh_tokens
 from .config import Settings
 from .csrf import refusal
 from .endpoint import revocation_endpoint
-from .errors import InvalidClaim, MalformedToken, TokenError, WrongTokenKind
+from .errors import InvalidClaim, KeysMissing, KeysNeeded, MalformedToken, TokenError, WrongTokenKind
 from .layout import Lookup, Write
 from .rotation import refresh_uses
-from .steps import Commit, Fetch, Pass, Read, Respond, Row, Step, Unread, Written
-from .tokens import Source, Token
+from .steps import Commit, Fetch, Keys, Pass, Read, Respond, Row, Step, Unread, Written
+from .tokens import Source, Token, after_fetch
 from .web import (
     Answer,
     BadAuthorization,
     Headers,
     Request,
+    answer,
     bearer_token,
     cookies,
     origin_of,
@@ -65,6 +66,15 @@ class Engine:
         self.fetch_local = fetch_local
         self.policy = rules.Policy(settings.key_prefix, settings.leeway, settings.max_token_lifetime)
         self.answers = Answers(settings)
+        #: A token's keys are not at hand: no good fetch of ``jwks_url`` yet (fail closed, SPEC section 10).
+        self.keys_unavailable = answer(
+            503,
+            {
+                "error": "temporarily_unavailable",
+                "message": "The token signing keys are unavailable; try again shortly",
+            },
+            (b"retry-after", str(settings.retry_after).encode()),
+        )
         self.audit = Auditor(settings.on_event)
         #: ``quick`` can decide requests here: a store that answers from memory, and no access
         #: cookie that could stand beside the header (tokens then come from the header alone).
@@ -96,11 +106,14 @@ class Engine:
                 if request.method != "OPTIONS":
                     return Respond(self.answers.logout_all_method)
             elif path == s.revoke_path and s.clients:
-                return revocation_endpoint(self, request)
+                return self._revocation(request)
         for prefix in s.exclude_paths:
             if path_matches(request.path, prefix):
                 return _PASS
-        return self._guard(request)
+        try:
+            return self._guard(request)
+        except KeysMissing as missing:  # only with jwks_url; a try costs nothing until it raises
+            return self._keys_missing(missing, lambda: self._guard(request), request, "rejected", self.keys_unavailable)
 
     def quick(self, path: str, headers: Headers) -> Token | None:
         """The usual guarded request, judged without a ``Request`` or a step: the token to pass on.
@@ -169,6 +182,45 @@ class Engine:
     def event(self, request: Request, event: str, outcome: str, token: Token | None = None, **more: object) -> None:
         self.audit(AuditEvent(event, outcome, request.path, peer(request.client), **ids(token), **more))  # type: ignore[arg-type]
 
+    # ---- keys from jwks_url ----------------------------------------------------
+
+    def _keyed(self, decide: Callable[[], Step], request: Request, event: str, unavailable: Answer) -> Step:
+        """``decide`` (which verifies tokens); when a token's key is not at hand, see ``_keys_missing``."""
+        try:
+            return decide()
+        except KeysMissing as missing:
+            return self._keys_missing(missing, decide, request, event, unavailable)
+
+    def _keys_missing(
+        self, missing: KeysMissing, decide: Callable[[], Step], request: Request, event: str, unavailable: Answer
+    ) -> Step:
+        """A ``Keys`` step when a fetch of the key set may find the key, then ``decide`` once more
+        (a key still missing is final then: an unknown ``kid`` is an invalid token); else ``unavailable``."""
+        keyset = self.settings.keyset
+        if not isinstance(missing, KeysNeeded) or keyset is None:
+            return self._no_keys(missing, request, event, unavailable)
+
+        def again() -> Step:
+            try:
+                return after_fetch(decide)
+            except KeysMissing as still:
+                return self._no_keys(still, request, event, unavailable)
+
+        return Keys(keyset, again)
+
+    def _no_keys(self, missing: KeysMissing, request: Request, event: str, unavailable: Answer) -> Step:
+        self.event(request, event, "keys_unavailable", reason=str(missing))
+        return Respond(unavailable)
+
+    def _revocation(self, request: Request) -> Step:
+        """The revocation endpoint (``signout.endpoint``), its token verified once the body is read."""
+        step = revocation_endpoint(self, request)
+        if not isinstance(step, Read) or self.settings.keyset is None:
+            return step
+        received = step.resume
+        unavailable = self.answers.revoke_unavailable
+        return Read(step.limit, lambda body: self._keyed(lambda: received(body), request, "revocation", unavailable))
+
     # ---- the guard -----------------------------------------------------
 
     def _guard(self, request: Request) -> Step:
@@ -179,7 +231,12 @@ class Engine:
         if request.path in s.refresh_paths and request.kind == "http":
             # simplejwt's clients send the refresh token in the body: read it (the
             # adapter hands the app the same bytes), then judge it beside the rest.
-            return Read(limit=s.max_body_bytes, resume=lambda body: self._guard_body(request, presented, body))
+            return Read(
+                limit=s.max_body_bytes,
+                resume=lambda body: self._keyed(
+                    lambda: self._guard_body(request, presented, body), request, "rejected", self.keys_unavailable
+                ),
+            )
         if not presented:
             return _PASS
         now = s.clock()
@@ -305,8 +362,13 @@ class Engine:
                 a.redirect(targets[0]) if len(targets) == 1 and self._redirect_allowed(targets[0]) else a.bad_redirect
             )
         if everywhere:
-            now = s.clock()
-            return self._everywhere(request, self._revocable(presented, now), final, now)
+
+            def everywhere_now() -> Step:
+                now = s.clock()
+                return self._everywhere(request, self._revocable(presented, now), final, now)
+
+            # Keys unavailable: nothing can be judged, so nothing is revoked (503, as a store failure).
+            return self._keyed(everywhere_now, request, "logout_all", self.keys_unavailable)
 
         def with_body(body: bytes | Unread) -> Step:
             found: list[str] = []
@@ -331,11 +393,16 @@ class Engine:
                 answer = a.logged_out_unrevoked if final is a.logged_out else final
             return self._commit(request, name, tokens, rules.token_writes(self.policy, tokens, now), answer, now)
 
+        def keyed(body: bytes | Unread) -> Step:
+            # Keys unavailable: the cookies are still cleared, and the answer says the
+            # revocation was not recorded (503), never "Logged out" for a token still alive.
+            return self._keyed(lambda: with_body(body), request, "logout", a.not_recorded)
+
         # simplejwt's clients post {"refresh": ...} to log out: that token dies too. A body
         # with no declared type is not read (a browser's empty POST names no token).
         if has_body_type(request.headers):
-            return Read(limit=s.max_body_bytes, resume=with_body)
-        return with_body(b"")
+            return Read(limit=s.max_body_bytes, resume=keyed)
+        return keyed(b"")
 
     def _revocable(self, presented: list[tuple[Source, str]], now: float) -> list[Token]:
         """The presented tokens a logout acts on: those that verify, and are not ID or logout tokens."""
@@ -347,6 +414,7 @@ class Engine:
             except TokenError:
                 # Nothing is revoked on the word of an unverified token (SPEC section 6);
                 # a local logout still clears the cookies: it never fails for the user.
+                # (KeysMissing goes up: the token may be good, and the keys decide; see _keyed.)
                 continue
             if not self._check_kinds or token.kind in kinds.REVOCABLE:
                 tokens.append(token)

@@ -89,6 +89,37 @@ class UnrevocableToken(TokenError):
     description = "Token carries neither jti nor sid, so no logout could revoke it"
 
 
+class UnknownKey(BadSignature):
+    """The token names a ``kid`` that the JWK Set at ``jwks_url`` does not hold, even after a refresh."""
+
+    description = "Token signing key is unknown"
+
+
+class KeysMissing(SignOutError):
+    """A token's key is not at hand: the key set from ``jwks_url`` lacks it. Not a ``TokenError``:
+    the token may be fine, and the answer depends on what a fetch of the key set finds."""
+
+
+class KeysNeeded(KeysMissing):
+    """A fetch of the key set may find the token's key (its ``kid`` is unknown, or no set was
+    fetched yet) and the rate limit allows one: fetch, then verify again (``tokens.after_fetch``).
+
+    It never leaves signout: the engine turns it into a ``Keys`` step for its adapter, and the
+    ``Revoker`` fetches itself.
+    """
+
+
+class KeysUnavailable(KeysMissing):
+    """No usable key set: no fetch of ``jwks_url`` has succeeded yet, or the last good one is older
+    than the bound it is kept for. The guard answers 503 with ``Retry-After`` (fail closed); the
+    ``Revoker`` raises it for a token string. ``url``: the JWKS URL (credentials masked)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"the signing keys from {url} are unavailable: {reason}")
+        self.url = url
+        self.reason = reason
+
+
 class StoreError(SignOutError):
     """The revocation store could not answer (down, slow, refused).
 

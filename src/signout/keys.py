@@ -18,7 +18,8 @@ from jwt.algorithms import get_default_algorithms
 
 from .errors import ConfigError
 
-_HMAC = frozenset({"HS256", "HS384", "HS512"})
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+_HMAC = HMAC_ALGORITHMS
 _SUPPORTED = frozenset(get_default_algorithms()) - {"none"}
 # RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output.
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}

@@ -14,14 +14,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
-    from typing_extensions import Required
-
     from .audit import Sink
     from .config import Clock
 
 
 class Options(TypedDict, total=False):
-    key: Required[Any]  # str | bytes | PEM | jwt.PyJWK | a list of them
+    key: Any  # str | bytes | PEM | jwt.PyJWK | a list of them; required unless jwks_url is given
+    jwks_url: str | None
     algorithms: Iterable[str]
     audience: str | Iterable[str] | None
     issuer: str | Iterable[str] | None

@@ -4,28 +4,30 @@ For "password changed: log out everywhere", for rotating refresh tokens, and
 for an incident responder. ``middleware.revoker`` shares the middleware's
 store, key layout and verifier; ``Revoker(redis_url=...)`` stands alone (the
 CLI uses one). Every method has an async form and a ``_sync`` twin; they
-differ only in the store call.
+differ only in the store call (and, with ``jwks_url``, in how the key set is
+fetched when a token string names a key not at hand: off the loop, or inline).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from . import kinds, rules
 from .audit import AuditEvent, Auditor, Sink, ids
 from .claims import string, user_of
 from .config import Clock, Settings, build_settings
-from .errors import ConfigError, InvalidClaim, unknown_option
+from .errors import ConfigError, InvalidClaim, KeysNeeded, unknown_option
 from .layout import Lookup, Write
 from .stores.base import Store
 from .stores.resolve import resolve_store
-from .tokens import Source, Token, Verifier
+from .tokens import Source, Token, Verifier, after_fetch
 
 TokenLike: TypeAlias = Mapping[str, Any] | str
+_T = TypeVar("_T")
 
 # Taken by name in __init__; whatever else ``**verify`` carries goes on to build_settings.
 _NAMED_KWARGS = frozenset(
@@ -49,7 +51,10 @@ class Revoker:
     """Revocations on a store, with the same rules as the middleware.
 
     Standalone: ``Revoker(redis_url=..., key_prefix=..., max_token_lifetime=...)``;
-    pass ``key=`` (and ``algorithms=``...) too to revoke or check token *strings*.
+    pass ``key=`` or ``jwks_url=`` (and ``algorithms=``...) too to revoke or check
+    token *strings*. With ``jwks_url``, a token string whose key is not at hand
+    fetches the key set (once, rate-limited, as the middleware does) and is
+    verified again; while no key set is usable it raises ``KeysUnavailable``.
     """
 
     def __init__(
@@ -72,8 +77,10 @@ class Revoker:
             raise ConfigError(unknown[0], unknown_option(unknown[0], _VERIFY_KWARGS | _NAMED_KWARGS))
         # Validate with the middleware's own rules; a dummy key stands in when
         # none is given, and then token strings are refused (nothing verifies them).
+        jwks = verify.get("jwks_url") is not None
+        verifies = key is not None or jwks
         settings = build_settings(
-            key=key if key is not None else "x" * 64,
+            key=key if key is not None or jwks else "x" * 64,
             key_prefix=key_prefix,
             leeway=leeway,
             max_token_lifetime=max_token_lifetime,
@@ -83,7 +90,7 @@ class Revoker:
             **verify,
         )
         store = resolve_store(redis_url=redis_url, redis=redis, store=store, timeout=settings.store_timeout)
-        self._setup(settings, store, settings.verifier if key is not None else None)
+        self._setup(settings, store, settings.verifier if verifies else None)
 
     @classmethod
     def for_settings(cls, settings: Settings, store: Store) -> Revoker:
@@ -94,6 +101,7 @@ class Revoker:
     def _setup(self, settings: Settings, store: Store, verifier: Verifier | None) -> None:
         self._store = store
         self._verifier = verifier
+        self._keyset = settings.keyset
         self._clock = settings.clock
         self._user_claim = settings.user_claim
         self.policy = rules.Policy(settings.key_prefix, settings.leeway, settings.max_token_lifetime)
@@ -102,11 +110,37 @@ class Revoker:
     # ---- planning (pure) -------------------------------------------------
 
     def token(self, token: TokenLike) -> Token:
-        """A token string verified (needs ``key``), or claims taken at their word (app code)."""
+        """A token string verified (needs ``key`` or ``jwks_url``), or claims taken at their word (app code).
+
+        With ``jwks_url``, a key not at hand is fetched in this thread (see ``_keyed_sync``)."""
+        return self._keyed_sync(lambda: self._token(token))
+
+    def _keyed_sync(self, plan: Callable[[], _T]) -> _T:
+        """``plan`` (which may verify a token string); when a fetch of the key set may find the
+        token's key, fetch it in this thread, and plan once more (a key still missing is final)."""
+        try:
+            return plan()
+        except KeysNeeded:
+            assert self._keyset is not None  # only a key set raises it
+            self._keyset.refresh_sync()
+            return after_fetch(plan)
+
+    async def _keyed(self, plan: Callable[[], _T]) -> _T:
+        """``_keyed_sync`` for async code: the fetch runs off the event loop."""
+        try:
+            return plan()
+        except KeysNeeded:
+            assert self._keyset is not None
+            await self._keyset.refresh()
+            return after_fetch(plan)
+
+    def _token(self, token: TokenLike) -> Token:
         now = self._clock()
         if isinstance(token, str):
             if self._verifier is None:
-                raise ConfigError("key", "this Revoker has no key, so it cannot verify token strings; pass claims")
+                raise ConfigError(
+                    "key", "this Revoker has no key (nor jwks_url), so it cannot verify token strings; pass claims"
+                )
             shared = self._verifier.verify(token, Source.HEADER, now)
             # The verified cache's Token is the guard's; app code gets one of its own.
             return dataclasses.replace(shared, claims=shared.app_claims(), verified=None)
@@ -132,7 +166,10 @@ class Revoker:
 
     def plan_token(self, token: TokenLike, *, session: bool = False) -> tuple[Token, tuple[Write, ...]]:
         """The token and the writes that revoke it (and, with ``session``, its login)."""
-        t = self.token(token)
+        return self._keyed_sync(lambda: self._plan_token(token, session))
+
+    def _plan_token(self, token: TokenLike, session: bool) -> tuple[Token, tuple[Write, ...]]:
+        t = self._token(token)
         writes = rules.token_writes(self.policy, (t,), self._clock(), session=session)
         if not writes:
             raise InvalidClaim("jti", "is missing, and so is sid: nothing identifies this token")
@@ -148,7 +185,7 @@ class Revoker:
         return (rules.user_write(self.policy, iss=iss, sub=sub, now=now, at=at),)
 
     def _token_revocation(self, token: TokenLike, session: bool) -> _Revocation:
-        t, writes = self.plan_token(token, session=session)
+        t, writes = self._plan_token(token, session)
         return self._revocation(writes, "session" if session else "token", **ids(t))
 
     def _session_revocation(self, sid: str, iss: str, sub: str | None) -> _Revocation:
@@ -165,7 +202,7 @@ class Revoker:
 
     def _check(self, token: TokenLike) -> _Check | None:
         """What ``is_revoked`` reads; ``None`` when nothing could have revoked the token."""
-        t = self.token(token)
+        t = self._token(token)
         found, _ = rules.lookups(self.policy, (t,))
         return _Check(t, found[0], self._clock()) if found else None
 
@@ -173,7 +210,7 @@ class Revoker:
 
     async def revoke(self, token: TokenLike, *, session: bool = False) -> None:
         """Denylist one token (claims, or a token string that verifies); ``session=True``: its login too."""
-        await self._apply(self._token_revocation(token, session))
+        await self._apply(await self._keyed(lambda: self._token_revocation(token, session)))
 
     async def revoke_session(self, *, sid: str, iss: str = "", sub: str | None = None) -> None:
         """Revoke every token of one login. Give ``sub`` when the tokens carry one (their bucket is the user's)."""
@@ -184,7 +221,7 @@ class Revoker:
         await self._apply(self._user_revocation(sub, iss, at))
 
     async def is_revoked(self, token: TokenLike) -> bool:
-        check = self._check(token)
+        check = await self._keyed(lambda: self._check(token))
         return check is not None and check.answer(await self._store.fetch((check.lookup,), check.now))
 
     async def _apply(self, revocation: _Revocation) -> None:
@@ -194,7 +231,7 @@ class Revoker:
     # ---- sync ----------------------------------------------------------
 
     def revoke_sync(self, token: TokenLike, *, session: bool = False) -> None:
-        self._apply_sync(self._token_revocation(token, session))
+        self._apply_sync(self._keyed_sync(lambda: self._token_revocation(token, session)))
 
     def revoke_session_sync(self, *, sid: str, iss: str = "", sub: str | None = None) -> None:
         self._apply_sync(self._session_revocation(sid, iss, sub))
@@ -203,7 +240,7 @@ class Revoker:
         self._apply_sync(self._user_revocation(sub, iss, at))
 
     def is_revoked_sync(self, token: TokenLike) -> bool:
-        check = self._check(token)
+        check = self._keyed_sync(lambda: self._check(token))
         return check is not None and check.answer(self._store.fetch_sync((check.lookup,), check.now))
 
     def _apply_sync(self, revocation: _Revocation) -> None:

@@ -1,8 +1,9 @@
 """The steps the sans-IO engine hands its adapters (see ``signout.core``).
 
-``Pass`` and ``Respond`` end a request; ``Read``, ``Fetch``, ``Commit`` and
-``Claim`` ask the adapter for one piece of I/O and carry the function to call
-with its result. An adapter is a loop over these six, nothing more.
+``Pass`` and ``Respond`` end a request; ``Read``, ``Fetch``, ``Commit``,
+``Claim`` and ``Keys`` ask the adapter for one piece of I/O and carry the
+function to call with its result. An adapter is a loop over these seven,
+nothing more.
 
 They are never edited once made, but not frozen: one or two are made on every
 request, and a frozen dataclass costs four times as much to build.
@@ -13,10 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from .layout import Lookup, Write
 from .tokens import Token
 from .web import Answer
+
+if TYPE_CHECKING:
+    from .keyset import KeySet
 
 Row = Sequence[bytes | str | None]
 
@@ -94,4 +99,13 @@ class Claim:
     resume: Callable[[bytes | str | None, bool], Step]
 
 
-Step = Pass | Respond | Read | Fetch | Commit | Claim
+@dataclass(slots=True)
+class Keys:
+    """Refresh ``keyset`` (the keys at ``jwks_url``; a fetch under way is shared, and the rate
+    limit may make it a no-op), then resume: a token named a key the set may hold after a fetch."""
+
+    keyset: KeySet
+    resume: Callable[[], Step]
+
+
+Step = Pass | Respond | Read | Fetch | Commit | Claim | Keys

@@ -13,11 +13,12 @@ import binascii
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jwt.algorithms import get_default_algorithms
 
@@ -29,11 +30,17 @@ from .errors import (
     ExpiredToken,
     ImmatureToken,
     InvalidClaim,
+    KeysMissing,
+    KeysNeeded,
     MalformedToken,
     TokenError,
+    UnknownKey,
     UnrevocableToken,
 )
 from .keys import VerificationKey
+
+if TYPE_CHECKING:
+    from .keyset import KeySet
 
 # A JWT is three base64url segments; anything longer than this (``max_token_bytes``)
 # is refused before any parsing, so a 64 KB header costs nothing.
@@ -42,8 +49,26 @@ MAX_TOKEN_CHARS = 16384
 _SHAPE = re.compile(r"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
 _MAX_PLANS = 256
-# What a JOSE header decides: the algorithm, the keys to try, the kind its typ names.
-_Plan = tuple[str, tuple[VerificationKey, ...], "str | None"]
+# What a JOSE header decides: the algorithm, the keys to try, the kind its typ names, and
+# whether a fetch of the key set might find a key the candidates lack (``_Keyring.misses``).
+_Plan = tuple[str, tuple[VerificationKey, ...], "str | None", bool]
+_T = TypeVar("_T")
+# Set while a decision runs again after the key set was refreshed for it: a key still
+# missing is then final (UnknownKey, or KeysUnavailable), never a second fetch.
+_FETCHED: ContextVar[bool] = ContextVar("signout_keys_fetched", default=False)
+
+
+def after_fetch(decide: Callable[[], _T]) -> _T:
+    """Run ``decide`` again once the key set was refreshed for it (a ``KeysNeeded`` answered).
+
+    Inside it ``Verifier.verify`` never raises ``KeysNeeded``: a ``kid`` still unknown is an
+    ``UnknownKey`` (a ``TokenError``), a set still unusable ``KeysUnavailable``.
+    """
+    reset = _FETCHED.set(True)
+    try:
+        return decide()
+    finally:
+        _FETCHED.reset(reset)
 
 
 class Source(Enum):
@@ -148,6 +173,31 @@ class _Verified:
         return out
 
 
+class _Keyring:
+    """The keys of one ``KeySet.version``, and everything derived from them.
+
+    Replaced whole when the version changes, never edited: a verification that
+    began with the old keys can only write into the old ring's caches, so neither
+    a plan nor a verified token outlives the key it was made with.
+    """
+
+    __slots__ = ("cache", "keys", "kids", "plans", "ready", "version")
+
+    def __init__(
+        self, version: int, keys: tuple[VerificationKey, ...], published: tuple[VerificationKey, ...], ready: bool
+    ) -> None:
+        self.version = version
+        self.keys = keys
+        self.kids = frozenset(k.kid for k in published if k.kid is not None)
+        self.ready = ready
+        self.plans: dict[str, _Plan] = {}
+        self.cache: OrderedDict[str, _Verified] = OrderedDict()
+
+    def misses(self, kid: object) -> bool:
+        """Whether a fetch of the key set might find the key of a token with this ``kid``."""
+        return not self.ready or (isinstance(kid, str) and kid not in self.kids)
+
+
 class Verifier:
     """Verifies JWTs against pinned keys and algorithms.
 
@@ -155,8 +205,15 @@ class Verifier:
     remembers tokens whose signature and claims verified, so a token seen
     again skips PyJWT (the costliest part of a guarded request). ``exp``,
     ``nbf`` and ``iat`` are still judged against the clock on every use, and
-    revocation is still checked on every request by the caller. Keys are fixed
-    at construction, so an entry can never outlive the key that verified it.
+    revocation is still checked on every request by the caller.
+
+    Keys: the static ``keys``, and those of ``keyset`` (``jwks_url``). Every
+    use compares the key set's ``version`` with the one seen last (one integer
+    compare, cached tokens included); on a change the plans and the cache are
+    dropped with the old keys, so an entry can never outlive the key that
+    verified it. A token whose key the set might hold after a fetch raises
+    ``KeysNeeded`` (when the rate limit allows one; else ``UnknownKey``, or
+    ``KeysUnavailable`` while no set is usable).
     """
 
     def __init__(
@@ -173,8 +230,10 @@ class Verifier:
         max_token_chars: int = MAX_TOKEN_CHARS,
         user_claim: str = "sub",
         require_revocable: bool = True,
+        keyset: KeySet | None = None,
     ) -> None:
-        self._keys = tuple(keys)
+        self._static = tuple(keys)
+        self._keyset = keyset
         self._algorithms = frozenset(algorithms)
         self._audience = audience
         self._issuer = issuer
@@ -186,16 +245,38 @@ class Verifier:
         self._require_revocable = require_revocable
         self._algorithm_objects = {name: get_default_algorithms()[name] for name in self._algorithms}
         self._cache_size = cache_size
-        self._cache: OrderedDict[str, _Verified] = OrderedDict()
-        self._plans: dict[str, _Plan] = {}
+        # Static keys only: a ring that never changes (``version`` 0, and no key set to compare with).
+        self._ring = _Keyring(0, self._static, (), True) if keyset is None else _Keyring(-1, (), (), False)
+
+    @property
+    def _cache(self) -> OrderedDict[str, _Verified]:
+        """The verified-claims cache of the keys in use (tests look into it)."""
+        return self._ring.cache
+
+    @property
+    def keyset(self) -> KeySet | None:
+        """The key set from ``jwks_url``, when there is one."""
+        return self._keyset
+
+    def _renew(self, keyset: KeySet) -> _Keyring:
+        """A ring for the key set's current keys (the old one, and its caches, are dropped)."""
+        version = keyset.version  # first: the keys read after it are at least as new
+        published = keyset.keys
+        ring = _Keyring(version, self._static + published, published, keyset.ready)
+        self._ring = ring
+        return ring
 
     def verify(self, raw: str, source: Source, now: float) -> Token:
-        """Return the verified token or raise a ``TokenError``."""
-        known = self._cache.get(raw) if self._cache_size else None
+        """Return the verified token or raise a ``TokenError`` (or, with a key set, ``KeysMissing``)."""
+        ring = self._ring
+        keyset = self._keyset
+        if keyset is not None and keyset.version != ring.version:
+            ring = self._renew(keyset)
+        known = ring.cache.get(raw) if self._cache_size else None
         if known is None:
             try:
-                known = self._parse(*self._signed_claims(raw))
-            except TokenError:
+                known = self._parse(*self._signed_claims(ring, raw))
+            except (TokenError, KeysMissing):
                 raise
             except Exception as exc:
                 # Whatever else a hostile token makes PyJWT or json raise is a
@@ -203,17 +284,16 @@ class Verifier:
                 raise MalformedToken() from exc
             self._timely(known, now)
             if self._cache_size:
-                self._remember(raw, known)
+                self._remember(ring.cache, raw, known)
         else:
             self._timely(known, now)
             try:  # noqa: SIM105 - contextlib.suppress costs more on the hot path
-                self._cache.move_to_end(raw)
+                ring.cache.move_to_end(raw)
             except KeyError:  # evicted by another thread meanwhile (WSGI)
                 pass
         return known.token(source)
 
-    def _remember(self, raw: str, known: _Verified) -> None:
-        cache = self._cache
+    def _remember(self, cache: OrderedDict[str, _Verified], raw: str, known: _Verified) -> None:
         cache[raw] = known
         while len(cache) > self._cache_size:
             try:
@@ -221,22 +301,28 @@ class Verifier:
             except KeyError:
                 break
 
-    def _signed_claims(self, raw: str) -> tuple[dict[str, Any], str | None]:
+    def _signed_claims(self, ring: _Keyring, raw: str) -> tuple[dict[str, Any], str | None]:
         """The claims of a token whose signature verifies, and the kind its header names."""
         if len(raw) > self._max_chars or _SHAPE.fullmatch(raw) is None:
             raise MalformedToken()
         head = raw[: raw.index(".")]
         # An issuer signs every token with the same few headers: what one of
         # them decides (algorithm, candidate keys) is worked out once.
-        plan = self._plans.get(head)
+        plans = ring.plans
+        plan = plans.get(head)
         if plan is None:
-            plan = self._plan(head)
-            if len(self._plans) >= _MAX_PLANS:  # a flood of made-up headers cannot grow it
-                self._plans.clear()
-            self._plans[head] = plan
-        return self._decode(raw, plan[0], plan[1]), plan[2]
+            plan = self._plan(ring, head)
+            if len(plans) >= _MAX_PLANS:  # a flood of made-up headers cannot grow it
+                plans.clear()
+            plans[head] = plan
+        try:
+            return self._decode(raw, plan[0], plan[1]), plan[2]
+        except BadSignature:
+            if plan[3]:  # no candidate verified, and the key set may hold the right key after a fetch
+                raise self._missing() from None
+            raise
 
-    def _plan(self, head: str) -> _Plan:
+    def _plan(self, ring: _Keyring, head: str) -> _Plan:
         """The algorithm, the keys to try and the kind a JOSE header names, or the ``TokenError`` it deserves."""
         header = _header(head)
         alg = header.get("alg")
@@ -244,16 +330,29 @@ class Verifier:
             raise DisallowedAlgorithm()
         kid = header.get("kid")
         candidates = tuple(
-            k for k in self._keys if alg in k.algorithms and (k.kid is None or kid is None or k.kid == kid)
+            k for k in ring.keys if alg in k.algorithms and (k.kid is None or kid is None or k.kid == kid)
         )
+        misses = self._keyset is not None and ring.misses(kid)
         if not candidates:
+            if misses:
+                raise self._missing()
             raise BadSignature()
         if "crit" in header or header.get("b64", True) is not True:
             # No JWS extension is understood here, so none may be critical (RFC 7515 4.1.11).
             raise MalformedToken("Token uses an unsupported JWS extension")
         if "kid" in header and not isinstance(kid, str):
             raise MalformedToken()
-        return alg, candidates, kinds.header_kind(header)
+        return alg, candidates, kinds.header_kind(header), misses
+
+    def _missing(self) -> Exception:
+        """What a token whose key the key set lacks gets: a fetch when allowed, else a final answer."""
+        keyset = self._keyset
+        assert keyset is not None
+        if not _FETCHED.get() and keyset.may_fetch():
+            return KeysNeeded()
+        if not keyset.ready:
+            return keyset.unavailable()
+        return UnknownKey()
 
     def _decode(self, raw: str, alg: str, candidates: Sequence[VerificationKey]) -> dict[str, Any]:
         """Check the signature with PyJWT's algorithm objects and the keys prepared at construction.
@@ -376,11 +475,15 @@ class Verifier:
         """
         if not self._cache_size:
             return None
-        known = self._cache.get(raw)
+        ring = self._ring
+        keyset = self._keyset
+        if keyset is not None and keyset.version != ring.version:
+            ring = self._renew(keyset)
+        known = ring.cache.get(raw)
         if known is None or self._untimely(known, now) is not None:
             return None
         try:  # noqa: SIM105 - contextlib.suppress costs more on the hot path
-            self._cache.move_to_end(raw)
+            ring.cache.move_to_end(raw)
         except KeyError:  # evicted by another thread meanwhile (WSGI)
             pass
         return known

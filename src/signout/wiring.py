@@ -79,6 +79,8 @@ class Adapter:
         self.engine = parts.engine
         #: Revoke tokens, sessions and users from app code, on this middleware's store.
         self.revoker = parts.revoker
+        #: The keys published at ``jwks_url``, or ``None`` (static keys only).
+        self.keyset = self.settings.keyset
         self._outage = OutageLog(letting_through=self.settings.on_store_error == "allow")
 
     def failed(self, step: Fetch | Commit | Claim, exc: StoreError) -> Step:

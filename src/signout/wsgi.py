@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
 from .options import Options
-from .steps import Claim, Fetch, Pass, Read, Respond, Step, Unread, Written
+from .steps import Claim, Fetch, Keys, Pass, Read, Respond, Step, Unread, Written
 from .web import READ_HEADERS, Answer, Request
 from .wiring import CLAIMS_KEY, REVOKER_KEY, Adapter
 
@@ -42,6 +42,9 @@ class SignOutWSGIMiddleware(Adapter):
         self.app: WSGIApp = app
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        keyset = self.keyset
+        if keyset is not None and keyset.due <= keyset.clock():
+            keyset.refresh_soon()  # in a thread; this request goes on with the keys held
         step = self._drive(self.engine.start(_request(environ)), environ)
         if isinstance(step, Pass):
             environ[REVOKER_KEY] = self.revoker
@@ -78,6 +81,10 @@ class SignOutWSGIMiddleware(Adapter):
         while not isinstance(step, (Pass, Respond)):
             if isinstance(step, Read):
                 step = step.resume(_read_body(environ, step.limit))
+                continue
+            if isinstance(step, Keys):
+                step.keyset.refresh_sync()  # in this thread; other threads needing it wait for this fetch
+                step = step.resume()
                 continue
             pending = step
             try:
