@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import upstream
 from .asgi import SignOutMiddleware
 from .audit import AuditEvent
 from .errors import (
@@ -45,6 +46,7 @@ __all__ = [
     "SignOutWSGIMiddleware",
     "StoreError",
     "TokenError",
+    "upstream",
 ]
 # The one place the version lives: a plain literal, which setuptools reads without importing
 # signout (pyproject.toml, [tool.setuptools.dynamic]) to write the distribution's metadata.

@@ -16,6 +16,21 @@ def challenge(description: str | None) -> Header:
     return (b"www-authenticate", f'Bearer error="invalid_token", error_description="{description}"'.encode())
 
 
+def with_upstream(base: Answer, outcome: str) -> Answer:
+    """``base`` with ``"upstream": outcome`` in its JSON body (``upstream_logout``); a redirect
+    (``return_to``) has no body, and goes unchanged: the audit event still says the outcome."""
+    if not base.body:
+        return base
+    data = {**base.data, "upstream": outcome}
+    rebuilt = answer(base.status, data)
+    rest = tuple(h for h in base.headers if h[0] not in _REBUILT)
+    return Answer(base.status, rebuilt.headers + rest, rebuilt.body, data)
+
+
+# The headers ``answer`` writes itself; every other one of an answer is carried over as it was.
+_REBUILT = frozenset((b"content-type", b"content-length", b"cache-control"))
+
+
 class Answers:
     def __init__(self, s: Settings) -> None:
         retry = (b"retry-after", str(s.retry_after).encode())

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, cast
 from .errors import StoreError
 from .layout import Lookup
 from .options import Options
-from .steps import Claim, Fetch, Keys, Pass, Read, Respond, Step, Unread, Written
+from .steps import Claim, Fetch, Keys, Pass, Read, Respond, Step, Unread, Upstream, Written
+from .upstream import outcome_async
 from .web import Answer, Request
 from .wiring import CLAIMS_KEY, REVOKER_KEY, Adapter
 
@@ -134,6 +135,10 @@ class SignOutMiddleware(Adapter):
             if isinstance(step, Keys):
                 await step.keyset.refresh()  # off the loop; never raises; bounded by the fetch's timeout
                 step = step.resume()
+                continue
+            if isinstance(step, Upstream):
+                # In a worker thread, awaited at most step.timeout; never raises.
+                step = step.resume(await outcome_async(step.call, step.timeout))
                 continue
             pending = step
             try:  # every store call ends within store_timeout (stores.base)

@@ -29,7 +29,9 @@ class AuditEvent:
     not recorded). ``outcome``: ``revoked``, ``nothing_revoked``,
     ``invalid_token``, ``invalid_request``, ``unauthenticated``,
     ``invalid_client``, ``store_error``, ``refused``, ``keys_unavailable`` (no usable signing keys
-    from ``jwks_url``). ``count``: how many tokens the request revoked.
+    from ``jwks_url``). ``count``: how many tokens the request revoked. ``upstream``
+    (``logout`` and ``logout_all`` with ``upstream_logout`` only): what became of telling the
+    identity provider, ``ok``, ``failed`` or ``skipped`` (no verified token to send it).
     """
 
     event: str
@@ -44,6 +46,7 @@ class AuditEvent:
     client_id: str | None = None
     reason: str | None = None
     count: int = 0
+    upstream: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -6,7 +6,6 @@ so a typo fails at start-up instead of on the first logout.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,7 +20,8 @@ from .errors import ConfigError
 from .keys import HMAC_ALGORITHMS, parse_algorithms, parse_keys
 from .keyset import KeySet
 from .tokens import MAX_TOKEN_CHARS, Verifier
-from .web import deletion_cookie, path_matches
+from .upstream import DEFAULT_TIMEOUT, PRESETS, Preset
+from .web import deletion_cookie, is_loopback, path_matches
 from .web import origin_of as _origin
 
 Clock = Callable[[], float]
@@ -76,6 +76,9 @@ class Settings:
     delete_access: bytes | None
     #: The keys published at ``jwks_url`` (the verifier's too), or ``None``.
     keyset: KeySet | None = None
+    #: The identity provider a logout also ends the session at (``signout.upstream``), or ``None``.
+    upstream_logout: Preset | None = None
+    upstream_timeout: float = DEFAULT_TIMEOUT
 
 
 def _seconds(kwarg: str, value: object, *, minimum: float, integral: bool = False) -> float:
@@ -151,22 +154,13 @@ def _jwks_url(value: object) -> str | None:
     host = parts.hostname or ""
     if parts.scheme not in ("https", "http") or not host:
         raise ConfigError("jwks_url", f"{usage}, not {value!r}")
-    if parts.scheme == "http" and not _loopback(host):
+    if parts.scheme == "http" and not is_loopback(host):
         raise ConfigError(
             "jwks_url",
             "must use https:// (plain http:// only to a loopback host such as 127.0.0.1): "
             "keys fetched in the clear can be swapped by anyone on the way",
         )
     return value
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _clients(value: object) -> dict[str, bytes]:
@@ -250,6 +244,8 @@ def build_settings(
     refresh_reuse_grace: float | timedelta = DEFAULT_REUSE_GRACE,
     max_token_bytes: int = MAX_TOKEN_CHARS,
     jwks_url: str | None = None,
+    upstream_logout: Preset | None = None,
+    upstream_timeout: float | timedelta = DEFAULT_TIMEOUT,
 ) -> Settings:
     """Validate every kwarg; raise ``ConfigError`` naming the first bad one.
 
@@ -378,6 +374,15 @@ def build_settings(
     if refresh and body_limit < max_token_bytes:
         # A refresh body holding a token of the longest accepted size would get 413.
         raise ConfigError("max_body_bytes", f"must be at least max_token_bytes ({max_token_bytes}) with refresh_paths")
+    if upstream_logout is not None and not isinstance(upstream_logout, PRESETS):
+        raise ConfigError(
+            "upstream_logout",
+            "must be a preset from signout.upstream (Casdoor, MubarokahID, CentralAuth, RFC7009) or None, "
+            f"not {type(upstream_logout).__name__}",
+        )
+    told_within = _seconds("upstream_timeout", upstream_timeout, minimum=0.01)
+    if told_within > 30:
+        raise ConfigError("upstream_timeout", "must be at most 30 seconds: a logout waits this long for the provider")
     verifier = Verifier(
         keys=keys,
         algorithms=algs,
@@ -426,4 +431,6 @@ def build_settings(
         delete_refresh=deletion_cookie(refresh_name, path=refresh_path, **cookie),
         delete_access=None if access_name is None else deletion_cookie(access_name, path=access_path, **cookie),
         keyset=keyset,
+        upstream_logout=upstream_logout,
+        upstream_timeout=told_within,
     )

@@ -1,8 +1,8 @@
 """The sans-IO heart of signout: request facts and store answers in, decisions out.
 
 ``Engine.start`` looks at a request and returns a step (``signout.steps``):
-``Pass`` or ``Respond`` end it; ``Read``, ``Fetch``, ``Commit``, ``Claim`` and
-``Keys`` ask the adapter for one piece of I/O and say what to do with the result. The ASGI and
+``Pass`` or ``Respond`` end it; ``Read``, ``Fetch``, ``Commit``, ``Claim``,
+``Keys`` and ``Upstream`` ask the adapter for one piece of I/O and say what to do with the result. The ASGI and
 WSGI adapters run the same loop around it and differ only in whether the I/O
 is awaited. Nothing here imports asyncio, redis or a web framework, and time
 is read only through ``settings.clock``.
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from . import kinds, rules
-from .answers import Answers
+from .answers import Answers, with_upstream
 from .audit import AuditEvent, Auditor, ids
 from .bodies import UnreadableBody, has_body_type, refresh_tokens
 from .config import Settings
@@ -24,8 +24,9 @@ from .endpoint import revocation_endpoint
 from .errors import InvalidClaim, KeysMissing, KeysNeeded, MalformedToken, TokenError, WrongTokenKind
 from .layout import Lookup, Write
 from .rotation import refresh_uses
-from .steps import Commit, Fetch, Keys, Pass, Read, Respond, Row, Step, Unread, Written
+from .steps import Commit, Fetch, Keys, Pass, Read, Respond, Row, Step, Unread, Upstream, Written
 from .tokens import Source, Token, after_fetch
+from .upstream import Outcome
 from .web import (
     Answer,
     BadAuthorization,
@@ -54,6 +55,11 @@ _WANTED = {
     Source.REFRESH_BODY: kinds.AS_REFRESH,
 }
 _AS_ACCESS = kinds.AS_ACCESS
+# Where the token an upstream_logout preset sends (its ``token``) may come from.
+_UPSTREAM_SOURCES = {
+    "access": (Source.HEADER, Source.ACCESS_COOKIE),
+    "refresh": (Source.REFRESH_COOKIE, Source.REFRESH_BODY),
+}
 
 
 class Engine:
@@ -381,7 +387,8 @@ class Engine:
                 except UnreadableBody:
                     unread = a.logout_body_unread[415]
             now = s.clock()
-            tokens = self._revocable(presented + [(Source.REFRESH_BODY, raw) for raw in found], now)
+            pairs = self._revocable(presented + [(Source.REFRESH_BODY, raw) for raw in found], now)
+            tokens = [t for t, _ in pairs]
             answer = final
             if unread is not None:
                 # The tokens outside the body still die; the answer says a refresh token in it did not.
@@ -391,7 +398,8 @@ class Engine:
                 # Only with require_revocable=False: nothing can end this token before exp.
                 log.warning("signout: logged out a token with neither jti nor sid; it stays valid until it expires")
                 answer = a.logged_out_unrevoked if final is a.logged_out else final
-            return self._commit(request, name, tokens, rules.token_writes(self.policy, tokens, now), answer, now)
+            writes = rules.token_writes(self.policy, tokens, now)
+            return self._commit(request, name, tokens, writes, answer, now, self._upstream_raw(pairs))
 
         def keyed(body: bytes | Unread) -> Step:
             # Keys unavailable: the cookies are still cleared, and the answer says the
@@ -404,10 +412,11 @@ class Engine:
             return Read(limit=s.max_body_bytes, resume=keyed)
         return keyed(b"")
 
-    def _revocable(self, presented: list[tuple[Source, str]], now: float) -> list[Token]:
-        """The presented tokens a logout acts on: those that verify, and are not ID or logout tokens."""
+    def _revocable(self, presented: list[tuple[Source, str]], now: float) -> list[tuple[Token, str]]:
+        """The presented tokens a logout acts on, each with its raw form: those that verify, and are
+        not ID or logout tokens."""
         verifier = self.settings.verifier
-        tokens: list[Token] = []
+        tokens: list[tuple[Token, str]] = []
         for source, raw in presented:
             try:
                 token = verifier.verify(raw, source, now)
@@ -417,51 +426,102 @@ class Engine:
                 # (KeysMissing goes up: the token may be good, and the keys decide; see _keyed.)
                 continue
             if not self._check_kinds or token.kind in kinds.REVOCABLE:
-                tokens.append(token)
+                tokens.append((token, raw))
         return tokens
 
-    def _commit(
-        self, request: Request, name: str, tokens: Sequence[Token], writes: tuple[Write, ...], final: Answer, now: float
+    def _upstream_raw(self, pairs: Sequence[tuple[Token, str]]) -> str | None:
+        """The raw token ``upstream_logout`` sends the provider: the first verified one of the kind
+        it wants (the access token, or the refresh token), or ``None`` (the call is skipped)."""
+        preset = self.settings.upstream_logout
+        if preset is None:
+            return None
+        sources = _UPSTREAM_SOURCES[preset.token]
+        for token, raw in pairs:
+            if token.source in sources and (not self._check_kinds or token.kind in _WANTED[token.source]):
+                return raw
+        return None
+
+    def _finish(
+        self,
+        request: Request,
+        name: str,
+        outcome: str,
+        token: Token | None,
+        final: Answer,
+        raw: str | None = None,
+        **more: object,
     ) -> Step:
+        """Audit a logout and answer it. With ``upstream_logout``, the provider is told first (the
+        local logout already done, whatever it told), and both the audit event and the answer
+        carry what became of that: ``ok``, ``failed``, or ``skipped`` with no token to send it."""
+        preset = self.settings.upstream_logout
+        if preset is None:
+            self.event(request, name, outcome, token, **more)
+            return Respond(final)
+
+        def told(upstream: Outcome) -> Step:
+            self.event(request, name, outcome, token, upstream=upstream, **more)
+            return Respond(with_upstream(final, upstream))
+
+        if raw is None:
+            return told("skipped")
+        return Upstream(preset.call(raw), self.settings.upstream_timeout, told)
+
+    def _commit(
+        self,
+        request: Request,
+        name: str,
+        tokens: Sequence[Token],
+        writes: tuple[Write, ...],
+        final: Answer,
+        now: float,
+        raw: str | None,
+    ) -> Step:
+        """Record the revocations, then (``_finish``) tell the provider ``raw``, if there is one.
+
+        The provider is told also when the store failed: the user asked to be logged out, and
+        ending the session at the provider does not depend on signout's store."""
         first = tokens[0] if tokens else None
         if not writes:
-            self.event(request, name, "nothing_revoked", first)
-            return Respond(final)
+            return self._finish(request, name, "nothing_revoked", first, final, raw)
 
         def done(written: Written) -> Step:
             if written is Written.YES:
-                self.event(request, name, "revoked", first, count=len(tokens))
-                return Respond(final)
-            self.event(request, name, "store_error", first, count=len(tokens), reason=written.value)
-            return Respond(self.answers.not_recorded if written is Written.NO else self.answers.maybe_recorded)
+                return self._finish(request, name, "revoked", first, final, raw, count=len(tokens))
+            unrecorded = self.answers.not_recorded if written is Written.NO else self.answers.maybe_recorded
+            return self._finish(
+                request, name, "store_error", first, unrecorded, raw, count=len(tokens), reason=written.value
+            )
 
         return Commit(writes=writes, now=now, resume=done)
 
-    def _everywhere(self, request: Request, tokens: list[Token], final: Answer, now: float) -> Step:
-        """Single sign-out: needs a valid, unrevoked token; then revokes its user in every app on the store."""
+    def _everywhere(self, request: Request, pairs: list[tuple[Token, str]], final: Answer, now: float) -> Step:
+        """Single sign-out: needs a valid, unrevoked token; then revokes its user in every app on the store.
+
+        The provider (``upstream_logout``) is told only once that is done: a request refused here
+        revoked nothing, and its answer says ``"upstream": "skipped"``."""
         a = self.answers
-        if not tokens:
-            self.event(request, "logout_all", "unauthenticated")
-            return Respond(a.unauthenticated)
+        name = "logout_all"
+        if not pairs:
+            return self._finish(request, name, "unauthenticated", None, a.unauthenticated)
+        tokens = [t for t, _ in pairs]
         found, owners = rules.lookups(self.policy, tokens)
 
         def checked(rows: Sequence[Row] | None) -> Step:
             if rows is None:
-                self.event(request, "logout_all", "store_error", tokens[0])
-                return Respond(a.unavailable)
+                return self._finish(request, name, "store_error", tokens[0], a.unavailable)
             verdicts = rules.judge(tokens, found, owners, rows, now)
-            alive = [t for t, dead in zip(tokens, verdicts, strict=True) if not dead]
+            alive_pairs = [p for p, dead in zip(pairs, verdicts, strict=True) if not dead]
+            alive = [t for t, _ in alive_pairs]
             if not alive:
-                self.event(request, "logout_all", "unauthenticated", tokens[0], reason="revoked")
-                return Respond(a.unauthenticated)
+                return self._finish(request, name, "unauthenticated", tokens[0], a.unauthenticated, reason="revoked")
             users = {(t.iss, t.sub) for t in alive if t.sub is not None}
             if not users:
-                self.event(request, "logout_all", "nothing_revoked", alive[0], reason="no subject")
-                return Respond(a.no_subject)
+                return self._finish(request, name, "nothing_revoked", alive[0], a.no_subject, reason="no subject")
             writes = rules.token_writes(self.policy, alive, now) + tuple(
                 rules.user_write(self.policy, iss=iss, sub=sub, now=now) for iss, sub in sorted(users)
             )
-            return self._commit(request, "logout_all", alive, writes, final, now)
+            return self._commit(request, name, alive, writes, final, now, self._upstream_raw(alive_pairs))
 
         return self._fetch(found, now, checked)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 if TYPE_CHECKING:
     from .audit import Sink
     from .config import Clock
+    from .upstream import Preset
 
 
 class Options(TypedDict, total=False):
@@ -63,3 +64,5 @@ class Options(TypedDict, total=False):
     refresh_rotation: bool
     refresh_reuse_grace: float | timedelta
     max_token_bytes: int
+    upstream_logout: Preset | None
+    upstream_timeout: float | timedelta

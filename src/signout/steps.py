@@ -1,9 +1,9 @@
 """The steps the sans-IO engine hands its adapters (see ``signout.core``).
 
 ``Pass`` and ``Respond`` end a request; ``Read``, ``Fetch``, ``Commit``,
-``Claim`` and ``Keys`` ask the adapter for one piece of I/O and carry the
-function to call with its result. An adapter is a loop over these seven,
-nothing more.
+``Claim``, ``Keys`` and ``Upstream`` ask the adapter for one piece of I/O and
+carry the function to call with its result. An adapter is a loop over these
+eight, nothing more.
 
 They are never edited once made, but not frozen: one or two are made on every
 request, and a frozen dataclass costs four times as much to build.
@@ -22,6 +22,7 @@ from .web import Answer
 
 if TYPE_CHECKING:
     from .keyset import KeySet
+    from .upstream import Call, Outcome
 
 Row = Sequence[bytes | str | None]
 
@@ -108,4 +109,14 @@ class Keys:
     resume: Callable[[], Step]
 
 
-Step = Pass | Respond | Read | Fetch | Commit | Claim | Keys
+@dataclass(slots=True)
+class Upstream:
+    """Make this call to the identity provider (``upstream_logout``), bounded by ``timeout``,
+    off the event loop; resume with its outcome, ``"ok"`` or ``"failed"`` (never an exception)."""
+
+    call: Call
+    timeout: float
+    resume: Callable[[Outcome], Step]
+
+
+Step = Pass | Respond | Read | Fetch | Commit | Claim | Keys | Upstream

@@ -8,6 +8,7 @@ as absent or as an invalid token, never as a crash.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -239,3 +240,13 @@ def origin_of(url: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
         return None
     return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a URL's hostname) is this machine: plain http:// is allowed only there."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

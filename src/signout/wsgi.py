@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
 from .options import Options
-from .steps import Claim, Fetch, Keys, Pass, Read, Respond, Step, Unread, Written
+from .steps import Claim, Fetch, Keys, Pass, Read, Respond, Step, Unread, Upstream, Written
+from .upstream import outcome_sync
 from .web import READ_HEADERS, Answer, Request
 from .wiring import CLAIMS_KEY, REVOKER_KEY, Adapter
 
@@ -85,6 +86,10 @@ class SignOutWSGIMiddleware(Adapter):
             if isinstance(step, Keys):
                 step.keyset.refresh_sync()  # in this thread; other threads needing it wait for this fetch
                 step = step.resume()
+                continue
+            if isinstance(step, Upstream):
+                # Waited for at most step.timeout (in a worker thread: a stuck socket cannot hold us).
+                step = step.resume(outcome_sync(step.call, step.timeout))
                 continue
             pending = step
             try:
