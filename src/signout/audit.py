@@ -25,8 +25,10 @@ class AuditEvent:
     """What happened, to whom, and where from.
 
     ``event``: ``logout``, ``logout_all``, ``revocation``, ``rejected``,
-    ``csrf_refused``, ``refresh_reuse`` or ``refresh`` (a refresh token's use
-    not recorded). ``outcome``: ``revoked``, ``nothing_revoked``,
+    ``csrf_refused``, ``refresh_reuse``, ``refresh`` (a refresh token's use
+    not recorded) or ``backchannel_logout`` (``signout.backchannel``; outcome ``partial``: a
+    logout token with ``sid`` and no ``sub``, which reached only tokens without ``sub``).
+    ``outcome``: ``revoked``, ``nothing_revoked``,
     ``invalid_token``, ``invalid_request``, ``unauthenticated``,
     ``invalid_client``, ``store_error``, ``refused``, ``keys_unavailable`` (no usable signing keys
     from ``jwks_url``). ``count``: how many tokens the request revoked. ``upstream``

@@ -79,6 +79,8 @@ class Settings:
     #: The identity provider a logout also ends the session at (``signout.upstream``), or ``None``.
     upstream_logout: Preset | None = None
     upstream_timeout: float = DEFAULT_TIMEOUT
+    #: Where the OP posts back-channel logout tokens (``signout.backchannel``), or ``None``.
+    backchannel_logout_path: str | None = None
 
 
 def _seconds(kwarg: str, value: object, *, minimum: float, integral: bool = False) -> float:
@@ -202,6 +204,36 @@ def _refresh_paths(value: object, excluded: tuple[str, ...], routes: tuple[str |
     return paths
 
 
+def _backchannel_path(
+    value: object,
+    routes: tuple[str | None, ...],
+    issuer: object,
+    audience: object,
+    algorithms: tuple[str, ...],
+    user_claim: str,
+) -> str | None:
+    """``backchannel_logout_path``: a logout token is verified with the OP's keys, for this app."""
+    kwarg = "backchannel_logout_path"
+    path = _path(kwarg, value, optional=True)
+    if path is None:
+        return None
+    if path in routes:
+        raise ConfigError(kwarg, f"{path!r} is already one of signout's routes or refresh_paths")
+    if issuer is None or audience is None:
+        raise ConfigError(
+            kwarg, "needs issuer (the OP's issuer) and audience (this app's client id): a logout token names both"
+        )
+    if any(a in HMAC_ALGORITHMS for a in algorithms):
+        raise ConfigError(
+            kwarg,
+            "needs the OP's public keys (jwks_url, or public keys in key with algorithms such as ['RS256']): "
+            "a logout token is signed by the OP, never with a shared HMAC secret",
+        )
+    if user_claim != "sub":
+        raise ConfigError(kwarg, f"needs user_claim='sub': a logout token names the user by sub, not {user_claim!r}")
+    return path
+
+
 def build_settings(
     *,
     key: object = None,
@@ -246,6 +278,7 @@ def build_settings(
     jwks_url: str | None = None,
     upstream_logout: Preset | None = None,
     upstream_timeout: float | timedelta = DEFAULT_TIMEOUT,
+    backchannel_logout_path: str | None = None,
 ) -> Settings:
     """Validate every kwarg; raise ``ConfigError`` naming the first bad one.
 
@@ -383,6 +416,9 @@ def build_settings(
     told_within = _seconds("upstream_timeout", upstream_timeout, minimum=0.01)
     if told_within > 30:
         raise ConfigError("upstream_timeout", "must be at most 30 seconds: a logout waits this long for the provider")
+    backchannel = _backchannel_path(
+        backchannel_logout_path, (logout, logout_all, revoke, *refresh), issuer, audience, algs, user_claim
+    )
     verifier = Verifier(
         keys=keys,
         algorithms=algs,
@@ -433,4 +469,5 @@ def build_settings(
         keyset=keyset,
         upstream_logout=upstream_logout,
         upstream_timeout=told_within,
+        backchannel_logout_path=backchannel,
     )

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from . import kinds, rules
+from . import backchannel, kinds, rules
 from .answers import Answers, with_upstream
 from .audit import AuditEvent, Auditor, ids
 from .bodies import UnreadableBody, has_body_type, refresh_tokens
@@ -72,6 +72,7 @@ class Engine:
         self.fetch_local = fetch_local
         self.policy = rules.Policy(settings.key_prefix, settings.leeway, settings.max_token_lifetime)
         self.answers = Answers(settings)
+        self.backchannel = backchannel.Replies(self.answers, settings.retry_after)
         #: A token's keys are not at hand: no good fetch of ``jwks_url`` yet (fail closed, SPEC section 10).
         self.keys_unavailable = answer(
             503,
@@ -90,7 +91,14 @@ class Engine:
         # Paths quick never judges: signout's routes, and refresh paths (their bodies are read).
         self._routes = (
             frozenset(
-                p for p in (settings.logout_path, settings.logout_all_path, settings.revoke_path) if p is not None
+                p
+                for p in (
+                    settings.logout_path,
+                    settings.logout_all_path,
+                    settings.revoke_path,
+                    settings.backchannel_logout_path,
+                )
+                if p is not None
             )
             | settings.refresh_paths
         )
@@ -113,6 +121,8 @@ class Engine:
                     return Respond(self.answers.logout_all_method)
             elif path == s.revoke_path and s.clients:
                 return self._revocation(request)
+            elif path == s.backchannel_logout_path:
+                return self._backchannel(request)
         for prefix in s.exclude_paths:
             if path_matches(request.path, prefix):
                 return _PASS
@@ -226,6 +236,17 @@ class Engine:
         received = step.resume
         unavailable = self.answers.revoke_unavailable
         return Read(step.limit, lambda body: self._keyed(lambda: received(body), request, "revocation", unavailable))
+
+    def _backchannel(self, request: Request) -> Step:
+        """The back-channel logout receiver (``signout.backchannel``), its token verified once the body is read."""
+        step = backchannel.receiver(self, self.backchannel, request)
+        if not isinstance(step, Read) or self.settings.keyset is None:
+            return step
+        received = step.resume
+        unavailable = self.backchannel.unavailable
+        return Read(
+            step.limit, lambda body: self._keyed(lambda: received(body), request, backchannel.EVENT, unavailable)
+        )
 
     # ---- the guard -----------------------------------------------------
 

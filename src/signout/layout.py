@@ -17,6 +17,8 @@ Fields of a bucket, each a kind letter and 12 bytes of the id's digest:
   ``"<first use, ms>:<expires>"``, written only by a *claim*: a value
   ``"=<value>"`` sets a field that is absent and leaves one that is there alone
   (the first use stays the first; ``merge``)
+* ``l<digest(iss, jti)>``  a back-channel logout token received (``backchannel_logout_path``):
+  ``"<received, ms>:<expires>"``, written by a claim as ``r`` is (replay protection)
 
 Why shared buckets: a Redis key costs ~100 bytes before it holds anything,
 so a bucket per user costs ~250 bytes for the usual one revoked token per
@@ -106,6 +108,10 @@ def token_field(iss: str, jti: str) -> bytes:
 
 def used_field(iss: str, jti: str) -> bytes:
     return b"r" + _digest(b"r", iss, jti)[:FIELD_DIGEST]
+
+
+def logout_field(iss: str, jti: str) -> bytes:
+    return b"l" + _digest(b"l", iss, jti)[:FIELD_DIGEST]
 
 
 def claim_value(first_ms: int, expires: int) -> bytes:

@@ -66,3 +66,4 @@ class Options(TypedDict, total=False):
     max_token_bytes: int
     upstream_logout: Preset | None
     upstream_timeout: float | timedelta
+    backchannel_logout_path: str | None

@@ -62,6 +62,11 @@ def wire(kwargs: dict[str, Any], *, mode: Mode, kind: str) -> Wiring:
         raise ConfigError(
             "refresh_rotation", "needs a store that records a first use atomically (MemoryStore, RedisStore)"
         )
+    if settings.backchannel_logout_path is not None and not store.claims():
+        raise ConfigError(
+            "backchannel_logout_path",
+            "needs a store that records a logout token's jti atomically (MemoryStore, RedisStore): replays are refused",
+        )
     # A store that answers from memory (embedded, a mirror in sync) is asked inline by the guard.
     engine = Engine(settings, fetch_local=store.fetch_local if store.answers_locally else None)
     return Wiring(settings, store, engine, Revoker.for_settings(settings, store))
@@ -90,7 +95,8 @@ class Adapter:
             self._outage.warn(reason)
             return step.resume(None)
         if isinstance(step, Claim):
-            log.error("signout: a refresh token's use was NOT recorded; its reuse will go unnoticed: %s", reason)
+            # A refresh token's first use (refresh_rotation), or a back-channel logout token's jti.
+            log.error("signout: a first use (a refresh token's, a logout token's) was NOT recorded: %s", reason)
             return step.resume(None, True)
         if exc.unsure:
             log.error("signout: revocation may NOT have been recorded (the store may still apply it): %s", reason)
