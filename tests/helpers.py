@@ -107,3 +107,33 @@ def in_process(
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+async def asgi_status(app: Any, token: str, path: str = "/me", method: str = "GET") -> int:
+    """One request with ``token`` as its Bearer straight into the ASGI ``app``, in this event loop
+    (as a server hands it over, nothing in between); the status it answered."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"app.test"), (b"authorization", f"Bearer {token}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("app.test", 443),
+    }
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    await app(scope, receive, send)
+    return statuses[0]

@@ -25,6 +25,7 @@ from signout import Revoker, SignOutMiddleware, SignOutWSGIMiddleware, StoreErro
 
 from .apps import wsgi_app
 from .conftest import ISS, SECRET
+from .helpers import asgi_status
 
 Message = MutableMapping[str, Any]
 
@@ -50,28 +51,6 @@ def tokens(count: int, users: int = 50) -> list[str]:
     ]
 
 
-async def status(app: SignOutMiddleware, token: str, path: str = "/me", method: str = "GET") -> int:
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "query_string": b"",
-        "headers": [(b"authorization", b"Bearer " + token.encode())],
-        "client": ("127.0.0.1", 1),
-    }
-    statuses: list[int] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    await app(scope, receive, send)
-    return statuses[0]
-
-
 CLIENTS = ["lean", "redis-py"]
 
 
@@ -82,7 +61,7 @@ def test_ten_thousand_concurrent_guarded_requests(redis_url: str, client: str) -
 
     async def main() -> collections.Counter[int]:
         try:
-            return collections.Counter(await asyncio.gather(*(status(app, t) for t in every)))
+            return collections.Counter(await asyncio.gather(*(asgi_status(app, t) for t in every)))
         finally:
             await app.aclose()
 
@@ -97,8 +76,8 @@ def test_a_thousand_concurrent_logouts_each_refused_right_after(redis_url: str, 
     every = tokens(1_000)
 
     async def log_out_then_use(token: str) -> tuple[int, int]:
-        logout = await status(app, token, "/auth/logout", "POST")
-        return logout, await status(app, token)
+        logout = await asgi_status(app, token, "/auth/logout", "POST")
+        return logout, await asgi_status(app, token)
 
     async def main() -> collections.Counter[tuple[int, int]]:
         try:
@@ -120,7 +99,7 @@ def test_logouts_of_one_tick_go_as_one_pipeline(redis_url: str) -> None:
 
     async def main() -> list[int]:
         try:
-            return await asyncio.gather(*(status(app, t, "/auth/logout", "POST") for t in every))
+            return await asyncio.gather(*(asgi_status(app, t, "/auth/logout", "POST") for t in every))
         finally:
             await app.aclose()
 
@@ -191,7 +170,7 @@ def test_a_slow_or_silent_server_gets_503_within_the_deadline(client: str, answe
             try:
                 for path, method in (("/me", "GET"), ("/auth/logout", "POST")):
                     started = time.monotonic()
-                    out.append((await status(app, token, path, method), time.monotonic() - started))
+                    out.append((await asgi_status(app, token, path, method), time.monotonic() - started))
             finally:
                 await app.aclose()
             return out

@@ -39,6 +39,7 @@ from signout.tokens import Source
 
 from .apps import starlette_app, wsgi_app
 from .conftest import ISS, PEP3333Transport
+from .helpers import asgi_status
 
 ADAPTERS = ("asgi", "wsgi")
 START = 1000.0  # the key set's clock at the start of every test
@@ -594,35 +595,6 @@ def test_keys_older_than_max_stale_are_dropped_and_tokens_get_503(adapter: str, 
     app.keyset.clock.advance(app.keyset.max_stale)
     r = get(c, raw)  # even the cached token: its key is no longer vouched for
     assert r.status_code == 503 and "retry-after" in r.headers
-
-
-async def asgi_status(app: Any, raw: str) -> int:
-    """One GET /me through ``app`` in this loop; the status it answered."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "https",
-        "path": "/me",
-        "raw_path": b"/me",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"app.test"), (b"authorization", f"Bearer {raw}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("app.test", 443),
-    }
-    status: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-
-    await app(scope, receive, send)
-    return status[0]
 
 
 def test_a_flood_of_made_up_kids_costs_one_fetch_and_every_one_gets_401(server: JWKSServer) -> None:

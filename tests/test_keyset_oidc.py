@@ -33,6 +33,7 @@ from signout.keyset import KeySet
 from .apps import starlette_app, wsgi_app
 from .conftest import PEP3333Transport
 from .framework_helpers import uvicorn_server, werkzeug_server
+from .helpers import asgi_status
 from .oidc_provider import (
     OIDCProvider,
     oidc_provider_fixture,  # noqa: F401  (the fixture "oidc_provider")
@@ -228,35 +229,6 @@ def test_a_rotation_at_the_op(op: OIDCProvider, adapter: str, removal: str) -> N
 
 
 # ---- 3. a flood of made-up kids ----------------------------------------------------------------------------
-
-
-async def asgi_status(app: Any, raw: str) -> int:
-    """One GET /me straight into the ASGI app, in this loop; the status it answered."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "https",
-        "path": "/me",
-        "raw_path": b"/me",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"app.test"), (b"authorization", f"Bearer {raw}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("app.test", 443),
-    }
-    statuses: list[int] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    await app(scope, receive, send)
-    return statuses[0]
 
 
 @pytest.mark.parametrize("when", ["before the first fetch", "after a good fetch"])
