@@ -92,13 +92,23 @@ def test_routing_table(name: str, req: Request, kind: type[Step]) -> None:
 def test_guard_answers_from_store_rows() -> None:
     step = engine().start(request(headers=auth(token())))
     assert isinstance(step, Fetch)
-    (lookup,) = step.lookups
-    assert lookup.fields == (U, S, J)
-    assert isinstance(step.resume([[None, None, None]]), Pass)
-    dead = step.resume([[None, None, layout.expiry_value(int(NOW) + 10)]])
+    # Two lookups, one round trip: the owner bucket (its user's: u, the old place of s, j)
+    # and the session bucket (s).
+    owner, session = step.lookups
+    assert owner.fields == (U, S, J) and session.fields == (S,)
+    assert owner.key != session.key
+    assert isinstance(step.resume([[None, None, None], [None]]), Pass)
+    dead = step.resume([[None, None, layout.expiry_value(int(NOW) + 10)], [None]])
     assert isinstance(dead, Respond) and dead.answer.status == 401
-    stale = step.resume([[None, None, layout.expiry_value(int(NOW) - 10)]])
+    stale = step.resume([[None, None, layout.expiry_value(int(NOW) - 10)], [None]])
     assert isinstance(stale, Pass)
+    ended = step.resume([[None, None, None], [layout.expiry_value(int(NOW) + 10)]])
+    assert isinstance(ended, Respond) and ended.answer.status == 401
+    # The transition read: a session revoked by the previous layout, in the owner bucket.
+    before = step.resume([[None, layout.expiry_value(int(NOW) + 10), None], [None]])
+    assert isinstance(before, Respond) and before.answer.status == 401
+    both_stale = step.resume([[None, layout.expiry_value(int(NOW) - 10), None], [layout.expiry_value(int(NOW) - 5)]])
+    assert isinstance(both_stale, Pass)
 
 
 @pytest.mark.parametrize(("mode", "status"), [("reject", 503), ("allow", 200)])
@@ -133,11 +143,11 @@ def test_logout_write_failure_is_503_with_cookies_cleared(written: Written, says
 def test_logout_writes_jti_until_exp_plus_leeway_and_sid_for_the_max_lifetime_plus_two_leeways() -> None:
     step = engine(max_token_lifetime=3600, leeway=30).start(request("/auth/logout", "POST", auth(token())))
     assert isinstance(step, Commit)
-    (write,) = step.writes
-    assert dict(write.fields) == {
-        J: layout.expiry_value(int(NOW) + 600 + 30),
-        S: layout.expiry_value(int(NOW) + 3600 + 2 * 30),
-    }
+    # The jti in the owner bucket (the user's), the sid in the session's own bucket.
+    owner, session = step.writes
+    assert dict(owner.fields) == {J: layout.expiry_value(int(NOW) + 600 + 30)}
+    assert dict(session.fields) == {S: layout.expiry_value(int(NOW) + 3600 + 2 * 30)}
+    assert owner.key != session.key
 
 
 # ---- the quick path: only ever the same verdict as start ---------------------------------------------
@@ -287,7 +297,7 @@ def test_logout_leaves_other_sessions_and_users_alone(client: Client, make_token
     mine, my_other_login, someone_else = (
         make_token(),
         make_token(jti="j-2", sid="s-2"),
-        make_token(sub="bob", jti="j-3"),
+        make_token(sub="bob", jti="j-3", sid="s-3"),  # a session is (iss, sid): another login has another sid
     )
     assert c.post("/auth/logout", headers=bearer(mine)).status_code == 200
     assert c.get("/me", headers=bearer(my_other_login)).status_code == 200

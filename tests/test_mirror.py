@@ -516,7 +516,9 @@ def test_a_check_applies_what_arrived_itself_while_the_thread_cannot_run(
         before = calls(redis_client, "hmget")
         assert c.get("/me", headers=bearer(token)).status_code == 401  # the very next check, from the copy
         assert calls(redis_client, "hmget") == before
-        assert len(applied_by) == 1 and applied_by[0] != "signout-mirror"  # by the check, not the thread
+        # One message per bucket the logout wrote (its user's: the jti; its session's: the sid),
+        # each applied by the check, not the thread.
+        assert len(applied_by) == 2 and "signout-mirror" not in applied_by
         assert held.held.wait(2)  # the thread woke for the message, and is still held
         held.release.set()
         assert store.in_sync and store.resyncs == 1
@@ -535,14 +537,15 @@ def test_a_bucket_to_read_back_is_asked_of_redis_until_the_thread_has_read_it(
         arrived(redis_client)
         before = calls(redis_client, "hmget")
         assert c.get("/me", headers=bearer(token)).status_code == 401  # from Redis, at once
-        assert calls(redis_client, "hmget") == before + 1
+        # Its two lookups (its user's bucket, its session's), in one round trip.
+        assert calls(redis_client, "hmget") == before + 2
         assert c.get("/me", headers=bearer(make_token(sub="someone-else"))).status_code == 200
-        assert calls(redis_client, "hmget") == before + 1  # other buckets: still from the copy
+        assert calls(redis_client, "hmget") == before + 2  # other buckets: still from the copy
         held.release.set()
         unsure = (Lookup(key, (layout.token_field(ISS, "unsure-bucket"),)),)
         until(lambda: store.fetch_local(unsure, time.time()) is not None)  # read back: the copy answers again
         assert c.get("/me", headers=bearer(token)).status_code == 401
-        assert calls(redis_client, "hmget") == before + 1  # read back: from the copy again
+        assert calls(redis_client, "hmget") == before + 2  # read back: from the copy again
         assert store.resyncs == 1
 
 
@@ -862,7 +865,8 @@ def test_a_refresh_tokens_first_use_reaches_the_other_instances_mirror(
     redis_url: str, redis_client: redis.Redis, make_token: TokenFactory
 ) -> None:
     """refresh_rotation over mirrors: the use one instance records is in the other's copy, which
-    then catches the reuse at the guard (one write: the login's revocation), before its app runs."""
+    then catches the reuse at the guard (one round trip: the login's revocation, its jti in its user's
+    bucket and its sid in its session's), before its app runs."""
     apps = [
         SignOutMiddleware(
             starlette_app(),
@@ -887,7 +891,7 @@ def test_a_refresh_tokens_first_use_reaches_the_other_instances_mirror(
     writes = calls(redis_client, "evalsha") + calls(redis_client, "eval")
     r = two.post("/auth/refresh", headers=cookie)
     assert r.status_code == 401 and "already used" in r.json()["message"]
-    assert calls(redis_client, "evalsha") + calls(redis_client, "eval") == writes + 1
+    assert calls(redis_client, "evalsha") + calls(redis_client, "eval") == writes + 2
 
 
 def test_a_claim_leaves_the_first_use_in_the_local_copy_not_its_own(redis_url: str, redis_client: redis.Redis) -> None:

@@ -61,14 +61,15 @@ def test_logouts_name_the_script_by_digest_and_send_it_whole_only_to_a_server_wi
     tokens = [make_token(sub=f"digest-{kind}-{i}", sid=f"s{i}", jti=f"j{i}") for i in range(3)]
     assert c.post("/auth/logout", headers={"Authorization": f"Bearer {tokens[0]}"}).status_code == 200
     # Unknown to a flushed server: refused (NOSCRIPT, not run), then sent whole, which caches it.
-    assert commands(redis_client, "evalsha", "eval") == {"evalsha": 1, "eval": 1}
+    # A logout writes two buckets (its user's: the jti; its session's: the sid) in one pipeline.
+    assert commands(redis_client, "evalsha", "eval") == {"evalsha": 2, "eval": 2}
     for token in tokens[1:]:
         assert c.post("/auth/logout", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    assert commands(redis_client, "evalsha", "eval") == {"evalsha": 3, "eval": 1}
+    assert commands(redis_client, "evalsha", "eval") == {"evalsha": 6, "eval": 2}
     for token in tokens:  # each written once, NOSCRIPT or not
         assert c.get("/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     stats = redis_client.info("commandstats")
-    assert stats["cmdstat_evalsha"]["failed_calls"] == 1  # the one refusal, and no other
+    assert stats["cmdstat_evalsha"]["failed_calls"] == 2  # the first pipeline's refusals, and no other
 
 
 def test_every_key_has_a_ttl_covering_the_token(
@@ -79,17 +80,18 @@ def test_every_key_has_a_ttl_covering_the_token(
     assert c.post("/auth/logout", headers=bearer(make_token(exp=now + 600))).status_code == 200
     assert c.post("/auth/logout", headers=bearer(make_token(sub=None, sid=None, jti="lonely"))).status_code == 200
     keys = list(redis_client.scan_iter())
-    assert len(keys) == 2
+    assert len(keys) == 3  # the user's bucket (its jti), the session's (its sid), the lonely token's
     for key in keys:
         assert KEY.match(key)
         ttl = redis_client.ttl(key)
         assert ttl > 0, key
-    user_key = next(k for k in keys if redis_client.hexists(k, layout.session_field(ISS, "s-1")))
+    session_key = next(k for k in keys if redis_client.hexists(k, layout.session_field(ISS, "s-1")))
+    assert session_key.decode() == layout.session_key("signout", ISS, "s-1")
     # The session field must outlive every token of the login: max lifetime + leeway.
-    assert redis_client.ttl(user_key) >= 3600 + 2 * 30 - 2
-    lonely = next(k for k in keys if k != user_key)
-    # A token-only bucket lives at least until the token could no longer be accepted.
-    assert redis_client.ttl(lonely) >= 600 + 30 - 2
+    assert redis_client.ttl(session_key) >= 3600 + 2 * 30 - 2
+    # A token's bucket (its user's, or its own) lives at least until the token could no longer be accepted.
+    for key in keys:
+        assert redis_client.ttl(key) >= 600 + 30 - 2
 
 
 HOSTILE = ["*", "{", "}", "{bob}", "a\r\nDEL x", "nul\x00byte", "x" * 5000]
@@ -110,8 +112,9 @@ def test_hostile_ids_revoke_only_their_own_token(
     for other in bystanders if value != "*" else bystanders[:1]:
         assert c.get("/me", headers=bearer(other)).status_code == 200
     keys = list(redis_client.scan_iter())
-    assert len(keys) == 1 and KEY.match(keys[0])
-    assert redis_client.hlen(keys[0]) == 2
+    # Its jti in its user's bucket, its sid in its session's.
+    assert len(keys) == 2 and all(KEY.match(k) for k in keys)
+    assert [redis_client.hlen(k) for k in keys] == [1, 1]
 
 
 def test_unreachable_redis_fails_closed_then_recovers_by_itself(make_token: TokenFactory) -> None:
@@ -185,8 +188,9 @@ def test_an_acl_that_refuses_evalsha_gets_the_script_whole(
             assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
             assert c.get("/me", headers=bearer(token)).status_code == 401
         stats = redis_client.info("commandstats")
-        assert stats["cmdstat_evalsha"]["rejected_calls"] == 1  # asked once; the text from then on
-        assert stats["cmdstat_eval"]["calls"] == 3
+        # Asked once (the first logout's pipeline: its two buckets); the text from then on.
+        assert stats["cmdstat_evalsha"]["rejected_calls"] == 2
+        assert stats["cmdstat_eval"]["calls"] == 6
     finally:
         redis_client.acl_deluser("no-evalsha")
 
@@ -250,13 +254,15 @@ def run(
         admin.close()
 
 
-def test_each_sequential_request_costs_exactly_one_hmget(redis_url: str, make_token: TokenFactory) -> None:
+def test_each_sequential_request_costs_exactly_one_round_trip(redis_url: str, make_token: TokenFactory) -> None:
     tokens = [make_token(sub=f"user-{i}", jti=f"j-{i}") for i in range(20)]
     statuses, counted = run(redis_url, tokens, concurrent=False)
     assert statuses == [200] * 20
     counted.pop("cmdstat_info", None)
     reads = counted.pop("reads")
-    assert counted == {"cmdstat_hmget": 20}  # no EXISTS, no GET, nothing else
+    # Two HMGETs per request (its user's bucket, its session's), pipelined in one write; no EXISTS,
+    # no GET, nothing else.
+    assert counted == {"cmdstat_hmget": 40}
     assert reads == 20 + 1  # one read per request, plus the INFO that measured it
 
 
@@ -265,7 +271,7 @@ def test_concurrent_checks_in_one_tick_share_one_pipeline(redis_url: str, make_t
     tokens = [make_token(sub=f"user-{i}", jti=f"j-{i}") for i in range(32)]
     statuses, counted = run(redis_url, tokens, concurrent=True, via=via)
     assert statuses == [200] * 32
-    assert counted["cmdstat_hmget"] == 32
+    assert counted["cmdstat_hmget"] == 64  # two lookups per token (its user's bucket, its session's)
     # One pipeline: 2 reads here (it and the INFO); a loaded machine may split the write. Without coalescing: >= 16.
     assert counted["reads"] <= 8
 

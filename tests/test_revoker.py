@@ -66,7 +66,18 @@ def test_revoke_session_and_user(backend: Backend) -> None:
     assert c.get("/me", headers=bearer_of(claims(sid="s-2", iat=old))).status_code == 200
     asyncio.run(middleware.revoker.revoke_user(iss=ISS, sub="alice"))
     assert c.get("/me", headers=bearer_of(claims(sid="s-2", iat=old))).status_code == 401
-    assert c.get("/me", headers=bearer_of(claims(sub="bob", iat=old))).status_code == 200
+    assert c.get("/me", headers=bearer_of(claims(sub="bob", sid="s-9", iat=old))).status_code == 200
+
+
+def test_revoke_session_needs_no_sub(backend: Backend) -> None:
+    """A session is (iss, sid): revoked without ``sub``, it ends its tokens with or without one."""
+    middleware, c = setup(backend)
+    asyncio.run(middleware.revoker.revoke_session(iss=ISS, sid="s-1"))
+    assert c.get("/me", headers=bearer_of(claims(sid="s-1"))).status_code == 401
+    assert c.get("/me", headers=bearer_of(claims(sub=None, sid="s-1", jti="n"))).status_code == 401
+    assert c.get("/me", headers=bearer_of(claims(sid="s-2"))).status_code == 200
+    assert asyncio.run(middleware.revoker.is_revoked(claims(sid="s-1"))) is True
+    assert asyncio.run(middleware.revoker.is_revoked(claims(sid="s-2"))) is False
 
 
 def test_revoke_user_at_a_past_moment(backend: Backend) -> None:

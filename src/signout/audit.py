@@ -26,8 +26,7 @@ class AuditEvent:
 
     ``event``: ``logout``, ``logout_all``, ``revocation``, ``rejected``,
     ``csrf_refused``, ``refresh_reuse``, ``refresh`` (a refresh token's use
-    not recorded) or ``backchannel_logout`` (``signout.backchannel``; outcome ``partial``: a
-    logout token with ``sid`` and no ``sub``, which reached only tokens without ``sub``).
+    not recorded) or ``backchannel_logout`` (``signout.backchannel``).
     ``outcome``: ``revoked``, ``nothing_revoked``,
     ``invalid_token``, ``invalid_request``, ``unauthenticated``,
     ``invalid_client``, ``store_error``, ``refused``, ``keys_unavailable`` (no usable signing keys

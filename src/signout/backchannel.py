@@ -13,16 +13,14 @@ delivery of the same token rewrites the same values, and the claim then tells it
 replay (400). A claim that fails after the write is a 503: the OP's retry writes the same
 again and claims.
 
-Known gap (the layout, ``signout.layout``): a token's revocations live in its *user's*
-bucket when it has a ``sub``. A logout token with ``sid`` and no ``sub`` can only revoke
-the session for tokens that carry no ``sub``; tokens of that session that carry a ``sub``
-are not reached. That is written, and the OP is told the logout failed (400, section 2.8),
-with a WARNING and the audit outcome ``partial``: never a 200 for a session still alive.
+With ``sid``, every token that carries that (``iss``, ``sid``) is revoked, whether or not
+it also carries ``sub``: a session's revocation lives in the session's own bucket
+(``signout.layout``), so a logout token with ``sid`` and no ``sub`` ends the whole session
+(200), and the guard still reads a token's buckets in one store round trip.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,8 +34,6 @@ from .errors import InvalidClaim, SignOutError, TokenError
 from .layout import Write
 from .steps import Claim, Commit, Read, Respond, Step, Unread, Written
 from .web import Answer, Request, answer, content_type, form
-
-log = logging.getLogger("signout")
 
 _FORM = "application/x-www-form-urlencoded"
 EVENT = "backchannel_logout"  # the audit event
@@ -100,13 +96,13 @@ def check(claims: Mapping[str, Any], header: Mapping[str, Any], now: float, leew
 def writes(policy: rules.Policy, token: LogoutToken, now: float) -> tuple[Write, ...]:
     """What a logout token revokes; only values that depend on the token, so a replay rewrites them.
 
-    With ``sid``: that session, in the bucket of the token's user (or, without ``sub``, of the
-    session itself). With ``sub`` alone: every token of the user issued at or before the
-    logout token's ``iat`` (the OP's clock, which also stamps the tokens it issues), never
-    later than now.
+    With ``sid``: that session, every token of it, whether or not they carry a ``sub`` (the
+    session's revocation lives in the session's own bucket, see ``layout``). With ``sub``
+    alone: every token of the user issued at or before the logout token's ``iat`` (the OP's
+    clock, which also stamps the tokens it issues), never later than now.
     """
     if token.sid is not None:
-        return (rules.session_write(policy, iss=token.iss, sid=token.sid, sub=token.sub, now=now),)
+        return (rules.session_write(policy, iss=token.iss, sid=token.sid, now=now),)
     assert token.sub is not None  # check: sub, sid or both
     return (rules.user_write(policy, iss=token.iss, sub=token.sub, now=now, at=min(token.iat, now)),)
 
@@ -145,10 +141,6 @@ class Replies:
                 "try again",
             },
             retry,
-        )
-        self.sid_only = bad(
-            "a logout token with sid and no sub ends the session only for tokens that carry no sub; "
-            "tokens of the session that carry a sub are not reached here: send sub with sid"
         )
 
 
@@ -192,8 +184,6 @@ def _refused(engine: Context, request: Request, why: str) -> Respond:
 
 
 def _revoke(engine: Context, replies: Replies, request: Request, token: LogoutToken, now: float) -> Step:
-    sid_only = token.sub is None
-
     def event(outcome: str, **more: object) -> None:
         engine.event(
             request, EVENT, outcome, None, iss=token.iss or None, sub=token.sub, sid=token.sid, jti=token.jti, **more
@@ -207,13 +197,6 @@ def _revoke(engine: Context, replies: Replies, request: Request, token: LogoutTo
             # Received before: what it revoked was just rewritten unchanged, and nothing more.
             event("invalid_request", reason="replayed jti")
             return Respond(bad("this logout token was received before (its jti is replayed)"))
-        if sid_only:
-            log.warning(
-                "signout: a back-channel logout token with sid and no sub ended the session only for tokens "
-                "without sub; tokens of that session carrying a sub stay valid (answered 400)"
-            )
-            event("partial", reason="sid without sub: tokens carrying a sub not reached")
-            return Respond(replies.sid_only)
         event("revoked", scope="session" if token.sid is not None else "user")
         return Respond(replies.done)
 

@@ -58,8 +58,10 @@ A reader that stops early (signout check < token.txt | head -1) never changes th
 
 A revocation is stored under the tokens' iss and sub, so none is guessed: revoke-user,
 revoke-session and revoke-token --jti need --iss ISS (or $SIGNOUT_ISSUER) or --no-iss;
-revoke-session and revoke-token --jti need --sub SUB or --no-sub; revoke-token --jti
-with --no-sub needs --sid SID or --no-sid. --iss and --no-iss beat $SIGNOUT_ISSUER.
+revoke-token --jti needs --sub SUB or --no-sub, and with --no-sub --sid SID or --no-sid.
+revoke-session needs no --sub: a session is stored under its iss and sid alone, and
+reaches its tokens with or without a sub (--sub and --no-sub are accepted there, and
+ignored). --iss and --no-iss beat $SIGNOUT_ISSUER.
 --redis-url, --prefix, --max-token-lifetime, --leeway and --user-claim must match the
 middleware's redis_url, key_prefix, max_token_lifetime, leeway and user_claim: otherwise
 a revocation lands where the middleware never looks, or expires before the tokens it
@@ -75,7 +77,7 @@ EXAMPLES = {
         "signout revoke-user alice --iss https://id.example",
         "signout revoke-user 42 --no-iss      # simplejwt: user_id 42, tokens without iss",
     ),
-    "revoke-session": ("signout revoke-session 3f2a9c --sub alice --iss https://id.example",),
+    "revoke-session": ("signout revoke-session 3f2a9c --iss https://id.example",),
     "revoke-token": (
         "signout revoke-token - < token.txt",
         "signout revoke-token --jti 9c1e --exp 1795270376 --sub alice --iss https://id.example",
@@ -229,7 +231,7 @@ def _report(writes: Sequence[Write], *, iss: str, sub: str | None, sid: str | No
             if field[:1] == b"u":
                 what = f"user cutoff {bucket}: every token issued at or before {_time(cutoff)}"
             elif field[:1] == b"s":
-                what = f"session {sid!r} {bucket}: every token of that login"
+                what = f"session {sid!r} ({_said('iss', iss)}): every token of that login, with or without a sub"
             else:
                 what = f"token jti {jti!r} {bucket}"
             _say(f"revoked: {what}; kept until {_time(expires)} in key {write.key}")
@@ -258,14 +260,19 @@ def _revoke_user(args: argparse.Namespace) -> int:
 
 
 def _revoke_session(args: argparse.Namespace) -> int:
-    """Revoke every token of one login. SID is the sid claim, as audit records show it; --sub and --iss
-    name the tokens' sub and iss (their bucket), or --no-sub and --no-iss say they carry none."""
-    ids = _claims(args, "iss", "sub")
-    iss = ids["iss"] or ""
+    """Revoke every token of one login, with or without a sub. SID is the sid claim, as audit records show
+    it; --iss names the tokens' iss, or --no-iss says they carry none. --sub is not needed (ignored)."""
+    iss = _claims(args, "iss")["iss"] or ""
+    if args.sub is not None or args.no_sub:
+        _say(
+            "signout: note: revoke-session needs no --sub any more (a session is revoked by iss and sid alone, "
+            "for tokens with or without a sub); --sub/--no-sub ignored",
+            sys.stderr,
+        )
     revoker, _ = _revoker(args, time.time())
-    writes = revoker.plan_session(sid=args.session_id, iss=iss, sub=ids["sub"])
-    revoker.revoke_session_sync(sid=args.session_id, iss=iss, sub=ids["sub"])
-    _report(writes, iss=iss, sub=ids["sub"], sid=args.session_id, jti=None)
+    writes = revoker.plan_session(sid=args.session_id, iss=iss)
+    revoker.revoke_session_sync(sid=args.session_id, iss=iss)
+    _report(writes, iss=iss, sub=None, sid=args.session_id, jti=None)
     return OK
 
 
@@ -591,11 +598,15 @@ def _verify_options(parser: argparse.ArgumentParser, *, late: bool) -> None:
     _add(group, late, "--audience", action="append", metavar="AUD", help="required aud, repeatable")
 
 
-def _bucket_options(parser: argparse.ArgumentParser, names: Sequence[str], *, late: bool) -> None:
+def _bucket_options(
+    parser: argparse.ArgumentParser, names: Sequence[str], *, late: bool, ignored: Sequence[str] = ()
+) -> None:
     """--NAME VALUE or --no-NAME for each claim that picks where a revocation is stored."""
     group = parser.add_argument_group("whose tokens: the claims that pick where a revocation is stored")
     for name in names:
         note = {"iss": f" (default: ${ISSUER_ENV})", "sid": " (needed with --no-sub)"}.get(name, "")
+        if name in ignored:
+            note = " (not needed here: ignored, accepted for older scripts)"
         _add(group, late, f"--{name}", type=_claim_value, help=f"the tokens' {name} claim, exactly{note}")
         _add(group, late, f"--no-{name}", action="store_true", help=f"the tokens carry no {name} claim")
 
@@ -643,9 +654,15 @@ def _parser() -> argparse.ArgumentParser:
             )
         return sub
 
-    def options(sub: argparse.ArgumentParser, bucket: Sequence[str] = (), *, verifies: bool = False) -> None:
+    def options(
+        sub: argparse.ArgumentParser,
+        bucket: Sequence[str] = (),
+        *,
+        verifies: bool = False,
+        ignored: Sequence[str] = (),
+    ) -> None:
         if bucket:
-            _bucket_options(sub, bucket, late=True)
+            _bucket_options(sub, bucket, late=True, ignored=ignored)
         if verifies:
             _verify_options(sub, late=True)
         _store_options(sub, late=True)
@@ -657,7 +674,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cmd = command(_revoke_session, ("sub", "iss"))
     cmd.add_argument("session_id", type=_id, metavar="SID", help="the tokens' sid claim")
-    options(cmd, ("sub", "iss"))
+    options(cmd, ("sub", "iss"), ignored=("sub",))
 
     cmd = command(_revoke_token, _BUCKET, verifies=True)
     cmd.add_argument("--session", action="store_true", help="also revoke every token of its login (its sid)")

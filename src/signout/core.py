@@ -136,8 +136,8 @@ class Engine:
 
         Usual: not one of signout's routes, an excluded path or under the
         refresh cookie's path; a Bearer token (read by ``bearer_token``, as
-        ``presented`` reads it) in the verified-claims cache and timely; its lookup worked out
-        before, answered from memory, and nothing in its bucket row. Anything
+        ``presented`` reads it) in the verified-claims cache and timely; its lookups worked out
+        before, answered from memory, and nothing in its bucket rows. Anything
         else is ``None``, and the caller asks ``start``, which judges the
         request from the beginning, as if this had not been asked: this only
         ever says yes where ``start`` would pass the same token on (only for an
@@ -164,14 +164,14 @@ class Engine:
         memo = known.memo
         if memo is None or memo[0] is not self.policy:
             return None
-        lookup = cast("Lookup | None", memo[1])
+        found = cast("tuple[Lookup, ...]", memo[1])
         token = known.token(_HEADER)
-        if lookup is not None:
+        if found:
             fetch = self.fetch_local
-            rows = None if fetch is None else fetch((lookup,), now)
-            # Something in the row (a user's cutoff it was issued after, an expired value) is
+            rows = None if fetch is None else fetch(found, now)
+            # Something in a row (a user's cutoff it was issued after, an expired value) is
             # judged here as _guard_one judges it; only a revoked token goes the long way.
-            if rows is None or (any(rows[0]) and rules.revoked_alone(token, lookup, rows[0], now)):
+            if rows is None or (any(map(any, rows)) and rules.revoked_alone(token, found, rows, now)):
                 return None
         return token
 
@@ -332,18 +332,18 @@ class Engine:
             token = self._verify(raw, source, now)
         except TokenError as error:
             return self._reject(request, error, source) if self.settings.on_invalid_token == "reject" else _PASS
-        lookup = rules.lookup_of(self.policy, token)
-        if lookup is None:
+        found = rules.lookups_of(self.policy, token)
+        if not found:
             return Pass(token)
 
         def judge(rows: Sequence[Row] | None) -> Step:
             if rows is None:
                 return self._store_failed(request, token)
-            if rules.revoked_alone(token, lookup, rows[0], now):
+            if rules.revoked_alone(token, found, rows, now):
                 return self._revoked(request, [token])
             return Pass(token)
 
-        return self._fetch((lookup,), now, judge)
+        return self._fetch(found, now, judge)
 
     def _fetch(self, lookups: tuple[Lookup, ...], now: float, resume: Callable[[Sequence[Row] | None], Step]) -> Step:
         """Read the store: at once when it answers from memory, else through the adapter (a ``Fetch``)."""

@@ -252,5 +252,5 @@ def _writes(engine: Context, token: Token, scope: str, now: float) -> tuple[Writ
     if scope == "user" and token.sub is not None:
         return (rules.user_write(policy, iss=token.iss, sub=token.sub, now=now),)
     if scope == "session" and token.sid is not None:
-        return (rules.session_write(policy, iss=token.iss, sid=token.sid, sub=token.sub, now=now),)
+        return (rules.session_write(policy, iss=token.iss, sid=token.sid, now=now),)
     return rules.token_writes(policy, (token,), now, session=False)

@@ -2,23 +2,39 @@
 
 Revocations live in a fixed set of ``SHARDS`` Redis hashes (*buckets*),
 ``<prefix>:{<4 hex digits>}``. Each id owns a 16-byte BLAKE2b digest of
-(kind, iss, id); a token's bucket is picked by its *owner*: its user if it
-has a ``sub``, else its session, else itself. So every field that can revoke
-a token sits in one bucket, one hash slot, and one ``HMGET`` answers the
-guard (SPEC section 5). Ids are data, never key syntax: whatever an id holds
-(braces, ``*``, CR/LF, NUL, 64 KB), it reaches Redis only as digest bytes.
+(kind, iss, id), and the digest picks a shard. A token's *owner* is its user
+if it has a ``sub``, else its session, else itself; its *owner bucket* (the
+shard of its owner) holds its user's cutoff and its own ``jti`` fields. A
+session's revocation lives in the *session bucket*, the shard of (iss, sid),
+always, whether or not the tokens carry a ``sub``: so a session is revoked by
+(iss, sid) alone (a back-channel logout token with a ``sid`` and no ``sub``
+reaches every token of the session). A token with both ``sub`` and ``sid`` is
+judged by two lookups, its owner bucket and its session bucket, which the
+store answers in one round trip (SPEC section 5); one lookup when they are the
+same key, and for every token without a ``sub`` (its owner is its session).
+Ids are data, never key syntax: whatever an id holds (braces, ``*``, CR/LF,
+NUL, 64 KB), it reaches Redis only as digest bytes.
+
+Transition: before this layout, a session revoked for tokens carrying a
+``sub`` was written in the *owner* bucket. Readers still read the ``s`` field
+in the owner bucket too (the owner lookup asks for it), so those revocations
+keep counting; writers write only the session bucket. That extra read can go
+once ``max_token_lifetime`` (plus twice ``leeway``) has passed since every
+instance was upgraded: every revocation written by the previous version has
+expired by then.
 
 Fields of a bucket, each a kind letter and 12 bytes of the id's digest:
 
-* ``u<digest(iss, sub)>``  the user-wide cutoff: ``"<cutoff>:<expires>"``
-* ``s<digest(iss, sid)>``  a revoked session: ``"<expires>"``
-* ``j<digest(iss, jti)>``  a revoked token: ``"<expires>"``
+* ``u<digest(iss, sub)>``  the user-wide cutoff: ``"<cutoff>:<expires>"`` (owner bucket)
+* ``s<digest(iss, sid)>``  a revoked session: ``"<expires>"`` (session bucket)
+* ``j<digest(iss, jti)>``  a revoked token: ``"<expires>"`` (owner bucket)
 * ``r<digest(iss, jti)>``  a refresh token's first use (``refresh_rotation``):
   ``"<first use, ms>:<expires>"``, written only by a *claim*: a value
   ``"=<value>"`` sets a field that is absent and leaves one that is there alone
-  (the first use stays the first; ``merge``)
+  (the first use stays the first; ``merge``) (owner bucket)
 * ``l<digest(iss, jti)>``  a back-channel logout token received (``backchannel_logout_path``):
-  ``"<received, ms>:<expires>"``, written by a claim as ``r`` is (replay protection)
+  ``"<received, ms>:<expires>"``, written by a claim as ``r`` is (replay protection),
+  in the bucket of the logout token's own ``jti``
 
 Why shared buckets: a Redis key costs ~100 bytes before it holds anything,
 so a bucket per user costs ~250 bytes for the usual one revoked token per
@@ -85,13 +101,20 @@ def _owner(iss: str, sub: str | None, sid: str | None, jti: str | None) -> bytes
     return None
 
 
-def bucket_key(prefix: str, iss: str, sub: str | None, sid: str | None, jti: str | None) -> str | None:
-    """The bucket of a token: the shard of its user, else of its session, else of itself."""
-    owner = _owner(iss, sub, sid, jti)
-    if owner is None:
-        return None
-    shard = int.from_bytes(owner[FIELD_DIGEST : FIELD_DIGEST + 2], "big") % SHARDS
+def _key(prefix: str, digest: bytes) -> str:
+    shard = int.from_bytes(digest[FIELD_DIGEST : FIELD_DIGEST + 2], "big") % SHARDS
     return f"{prefix}:{{{shard:04x}}}"
+
+
+def bucket_key(prefix: str, iss: str, sub: str | None, sid: str | None, jti: str | None) -> str | None:
+    """The owner bucket of a token: the shard of its user, else of its session, else of itself."""
+    owner = _owner(iss, sub, sid, jti)
+    return None if owner is None else _key(prefix, owner)
+
+
+def session_key(prefix: str, iss: str, sid: str) -> str:
+    """The session bucket: where the revocation of session (iss, sid) lives, whatever its tokens carry."""
+    return _key(prefix, _digest(b"s", iss, sid))
 
 
 def user_field(iss: str, sub: str) -> bytes:

@@ -176,7 +176,8 @@ class Revoker:
         return t, writes
 
     def plan_session(self, *, sid: str, iss: str = "", sub: str | None = None) -> tuple[Write, ...]:
-        return (rules.session_write(self.policy, iss=iss, sid=sid, sub=sub, now=self._clock()),)
+        """The write that revokes session (iss, sid); ``sub`` is accepted and unused (see ``revoke_session``)."""
+        return (rules.session_write(self.policy, iss=iss, sid=sid, now=self._clock()),)
 
     def plan_user(self, *, sub: str, iss: str = "", at: float | None = None) -> tuple[Write, ...]:
         now = self._clock()
@@ -203,8 +204,8 @@ class Revoker:
     def _check(self, token: TokenLike) -> _Check | None:
         """What ``is_revoked`` reads; ``None`` when nothing could have revoked the token."""
         t = self._token(token)
-        found, _ = rules.lookups(self.policy, (t,))
-        return _Check(t, found[0], self._clock()) if found else None
+        found = rules.lookups_of(self.policy, t)
+        return _Check(t, found, self._clock()) if found else None
 
     # ---- async (the same plans as the sync twins below; only the store call differs) ----
 
@@ -213,7 +214,10 @@ class Revoker:
         await self._apply(await self._keyed(lambda: self._token_revocation(token, session)))
 
     async def revoke_session(self, *, sid: str, iss: str = "", sub: str | None = None) -> None:
-        """Revoke every token of one login. Give ``sub`` when the tokens carry one (their bucket is the user's)."""
+        """Revoke every token of one login (iss, sid), whether or not its tokens carry a ``sub``.
+
+        ``sub`` is not needed: it is accepted for older callers and only named in the audit record.
+        """
         await self._apply(self._session_revocation(sid, iss, sub))
 
     async def revoke_user(self, *, sub: str, iss: str = "", at: float | None = None) -> None:
@@ -222,7 +226,7 @@ class Revoker:
 
     async def is_revoked(self, token: TokenLike) -> bool:
         check = await self._keyed(lambda: self._check(token))
-        return check is not None and check.answer(await self._store.fetch((check.lookup,), check.now))
+        return check is not None and check.answer(await self._store.fetch(check.lookups, check.now))
 
     async def _apply(self, revocation: _Revocation) -> None:
         await self._store.write(revocation.writes, revocation.now)
@@ -241,7 +245,7 @@ class Revoker:
 
     def is_revoked_sync(self, token: TokenLike) -> bool:
         check = self._keyed_sync(lambda: self._check(token))
-        return check is not None and check.answer(self._store.fetch_sync((check.lookup,), check.now))
+        return check is not None and check.answer(self._store.fetch_sync(check.lookups, check.now))
 
     def _apply_sync(self, revocation: _Revocation) -> None:
         self._store.write_sync(revocation.writes, revocation.now)
@@ -262,8 +266,8 @@ class _Check:
     """What ``is_revoked`` reads, and how it judges the answer."""
 
     token: Token
-    lookup: Lookup
+    lookups: tuple[Lookup, ...]
     now: float
 
     def answer(self, rows: Sequence[Sequence[Any]]) -> bool:
-        return rules.revoked(self.token, dict(zip(self.lookup.fields, rows[0], strict=True)), self.now)
+        return rules.revoked_alone(self.token, self.lookups, rows, self.now)

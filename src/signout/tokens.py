@@ -154,7 +154,7 @@ class _Verified:
         self._nested = tuple(k for k, v in claims.items() if type(v) is list or type(v) is dict)
         #: One Token per source it was presented from: a reused token builds none.
         self.tokens: dict[Source, Token] = {}
-        #: Whatever the engine derived from the ids (see ``rules.lookup_of``), for its owner.
+        #: Whatever the engine derived from the ids (see ``rules.lookups_of``), for its owner.
         self.memo: tuple[object, object] | None = None
 
     def token(self, source: Source) -> Token:
