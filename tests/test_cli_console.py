@@ -79,9 +79,9 @@ JTI = ("revoke-token", "--jti", "j-1", "--exp", EXP)
     [
         (("revoke-user", "frank"), {}, ["--iss"]),
         (("revoke-user", "frank"), {"SIGNOUT_ISSUER": ""}, ["--iss"]),  # set but empty is not an issuer
-        (("revoke-session", "s-1", "--iss", ISS), {}, []),  # a session is (iss, sid): no --sub needed
+        (("revoke-session", "s-1", "--iss", ISS), {}, ["--sub"]),
         (("revoke-session", "s-1", "--sub", "alice"), {}, ["--iss"]),
-        (("revoke-session", "s-1"), {}, ["--iss"]),
+        (("revoke-session", "s-1"), {}, ["--iss", "--sub"]),
         (("revoke-session", "s-1", "--sub", "alice"), {"SIGNOUT_ISSUER": ISS}, []),  # the control: it works
         ((*JTI, "--iss", ISS), {}, ["--sub"]),
         ((*JTI, "--sub", "alice"), {}, ["--iss"]),
@@ -167,14 +167,14 @@ LONE = {"iss": None, "sub": None}
             [rf"user cutoff \(sub 'alice', no iss\): every token issued at or before {TIME}"],
         ),
         (
-            ("revoke-session", "s-1", "--iss", ISS),
+            ("revoke-session", "s-1", "--sub", "alice", "--iss", ISS),
             {},
             [{"sid": "s-1", "jti": "a-1"}, {"sid": "s-1", "jti": "a-2"}, {**NO_SUB, "sid": "s-1", "jti": "x-1"}],
             [{"sid": "s-2", "jti": "a-3"}],
             [SESSION_1],
         ),
         (
-            ("revoke-session", "s-9"),
+            ("revoke-session", "s-9", "--no-sub"),
             {"SIGNOUT_ISSUER": ISS},
             [{**NO_SUB, "sid": "s-9", "jti": "x-1"}, {"sid": "s-9", "jti": "a-1"}],
             [{**NO_SUB, "sid": "s-8", "jti": "x-2"}],

@@ -58,10 +58,10 @@ A reader that stops early (signout check < token.txt | head -1) never changes th
 
 A revocation is stored under the tokens' iss and sub, so none is guessed: revoke-user,
 revoke-session and revoke-token --jti need --iss ISS (or $SIGNOUT_ISSUER) or --no-iss;
-revoke-token --jti needs --sub SUB or --no-sub, and with --no-sub --sid SID or --no-sid.
-revoke-session needs no --sub: a session is stored under its iss and sid alone, and
-reaches its tokens with or without a sub (--sub and --no-sub are accepted there, and
-ignored). --iss and --no-iss beat $SIGNOUT_ISSUER.
+revoke-session and revoke-token --jti need --sub SUB or --no-sub; revoke-token --jti
+with --no-sub needs --sid SID or --no-sid. (A session is stored under its iss and sid
+alone and reaches its tokens with or without a sub; revoke-session's --sub names the
+user in the audit record.) --iss and --no-iss beat $SIGNOUT_ISSUER.
 --redis-url, --prefix, --max-token-lifetime, --leeway and --user-claim must match the
 middleware's redis_url, key_prefix, max_token_lifetime, leeway and user_claim: otherwise
 a revocation lands where the middleware never looks, or expires before the tokens it
@@ -77,7 +77,7 @@ EXAMPLES = {
         "signout revoke-user alice --iss https://id.example",
         "signout revoke-user 42 --no-iss      # simplejwt: user_id 42, tokens without iss",
     ),
-    "revoke-session": ("signout revoke-session 3f2a9c --iss https://id.example",),
+    "revoke-session": ("signout revoke-session 3f2a9c --sub alice --iss https://id.example",),
     "revoke-token": (
         "signout revoke-token - < token.txt",
         "signout revoke-token --jti 9c1e --exp 1795270376 --sub alice --iss https://id.example",
@@ -261,18 +261,14 @@ def _revoke_user(args: argparse.Namespace) -> int:
 
 def _revoke_session(args: argparse.Namespace) -> int:
     """Revoke every token of one login, with or without a sub. SID is the sid claim, as audit records show
-    it; --iss names the tokens' iss, or --no-iss says they carry none. --sub is not needed (ignored)."""
-    iss = _claims(args, "iss")["iss"] or ""
-    if args.sub is not None or args.no_sub:
-        _say(
-            "signout: note: revoke-session needs no --sub any more (a session is revoked by iss and sid alone, "
-            "for tokens with or without a sub); --sub/--no-sub ignored",
-            sys.stderr,
-        )
+    it; --iss names the tokens' iss, or --no-iss says they carry none; --sub names the user for the audit
+    record, or --no-sub says the tokens carry none."""
+    ids = _claims(args, "iss", "sub")
+    iss = ids["iss"] or ""
     revoker, _ = _revoker(args, time.time())
     writes = revoker.plan_session(sid=args.session_id, iss=iss)
-    revoker.revoke_session_sync(sid=args.session_id, iss=iss)
-    _report(writes, iss=iss, sub=None, sid=args.session_id, jti=None)
+    revoker.revoke_session_sync(sid=args.session_id, iss=iss, sub=ids["sub"])
+    _report(writes, iss=iss, sub=ids["sub"], sid=args.session_id, jti=None)
     return OK
 
 
@@ -598,15 +594,11 @@ def _verify_options(parser: argparse.ArgumentParser, *, late: bool) -> None:
     _add(group, late, "--audience", action="append", metavar="AUD", help="required aud, repeatable")
 
 
-def _bucket_options(
-    parser: argparse.ArgumentParser, names: Sequence[str], *, late: bool, ignored: Sequence[str] = ()
-) -> None:
+def _bucket_options(parser: argparse.ArgumentParser, names: Sequence[str], *, late: bool) -> None:
     """--NAME VALUE or --no-NAME for each claim that picks where a revocation is stored."""
     group = parser.add_argument_group("whose tokens: the claims that pick where a revocation is stored")
     for name in names:
         note = {"iss": f" (default: ${ISSUER_ENV})", "sid": " (needed with --no-sub)"}.get(name, "")
-        if name in ignored:
-            note = " (not needed here: ignored, accepted for older scripts)"
         _add(group, late, f"--{name}", type=_claim_value, help=f"the tokens' {name} claim, exactly{note}")
         _add(group, late, f"--no-{name}", action="store_true", help=f"the tokens carry no {name} claim")
 
@@ -654,15 +646,9 @@ def _parser() -> argparse.ArgumentParser:
             )
         return sub
 
-    def options(
-        sub: argparse.ArgumentParser,
-        bucket: Sequence[str] = (),
-        *,
-        verifies: bool = False,
-        ignored: Sequence[str] = (),
-    ) -> None:
+    def options(sub: argparse.ArgumentParser, bucket: Sequence[str] = (), *, verifies: bool = False) -> None:
         if bucket:
-            _bucket_options(sub, bucket, late=True, ignored=ignored)
+            _bucket_options(sub, bucket, late=True)
         if verifies:
             _verify_options(sub, late=True)
         _store_options(sub, late=True)
@@ -674,7 +660,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cmd = command(_revoke_session, ("sub", "iss"))
     cmd.add_argument("session_id", type=_id, metavar="SID", help="the tokens' sid claim")
-    options(cmd, ("sub", "iss"), ignored=("sub",))
+    options(cmd, ("sub", "iss"))
 
     cmd = command(_revoke_token, _BUCKET, verifies=True)
     cmd.add_argument("--session", action="store_true", help="also revoke every token of its login (its sid)")
