@@ -137,3 +137,16 @@ async def asgi_status(app: Any, token: str, path: str = "/me", method: str = "GE
 
     await app(scope, receive, send)
     return statuses[0]
+
+
+class Clock:
+    """Monotonic seconds that move only when told (a ``KeySet``'s clock in tests)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -39,10 +39,9 @@ from signout.tokens import Source
 
 from .apps import starlette_app, wsgi_app
 from .conftest import ISS, PEP3333Transport
-from .helpers import asgi_status
+from .helpers import Clock, asgi_status
 
 ADAPTERS = ("asgi", "wsgi")
-START = 1000.0  # the key set's clock at the start of every test
 
 
 # ---- keys, tokens and the JWKS server ------------------------------------------------------------
@@ -151,19 +150,6 @@ class JWKSServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-
-class Clock:
-    """Monotonic seconds that move only when told."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

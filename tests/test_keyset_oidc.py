@@ -33,31 +33,17 @@ from signout.keyset import KeySet
 from .apps import starlette_app, wsgi_app
 from .conftest import PEP3333Transport
 from .framework_helpers import uvicorn_server, werkzeug_server
-from .helpers import asgi_status
+from .helpers import Clock, asgi_status
 from .oidc_provider import (
     OIDCProvider,
     oidc_provider_fixture,  # noqa: F401  (the fixture "oidc_provider")
 )
 
 ADAPTERS = ("asgi", "wsgi")
-START = 1000.0  # the key set's clock at the start of every test
 UNKNOWN_KEY = "Token signing key is unknown"
 REVOKED = "Token has been revoked"
 
 Message = MutableMapping[str, Any]
-
-
-class Clock:
-    """Monotonic seconds that move only when told."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
