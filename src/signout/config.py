@@ -21,7 +21,7 @@ from .keys import HMAC_ALGORITHMS, parse_algorithms, parse_keys
 from .keyset import KeySet
 from .tokens import MAX_TOKEN_CHARS, Verifier
 from .upstream import DEFAULT_TIMEOUT, PRESETS, Preset
-from .web import deletion_cookie, is_loopback, path_matches
+from .web import deletion_cookie, https_url, path_matches
 from .web import origin_of as _origin
 
 Clock = Callable[[], float]
@@ -145,24 +145,13 @@ def _jwks_url(value: object) -> str | None:
     """An https URL; plain http only to a loopback host (keys fetched in the clear could be swapped on the way)."""
     if value is None:
         return None
-    usage = "must be the https:// URL of a JWK Set, such as 'https://op.example/.well-known/jwks.json'"
-    if not isinstance(value, str) or any(c in value for c in " \r\n\t\0"):
-        raise ConfigError("jwks_url", f"{usage}, not {value!r}")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError as exc:
-        raise ConfigError("jwks_url", f"{usage}; {value!r} does not parse ({exc})") from exc
-    host = parts.hostname or ""
-    if parts.scheme not in ("https", "http") or not host:
-        raise ConfigError("jwks_url", f"{usage}, not {value!r}")
-    if parts.scheme == "http" and not is_loopback(host):
-        raise ConfigError(
-            "jwks_url",
-            "must use https:// (plain http:// only to a loopback host such as 127.0.0.1): "
-            "keys fetched in the clear can be swapped by anyone on the way",
-        )
-    return value
+    return https_url(
+        "jwks_url",
+        value,
+        usage="must be the https:// URL of a JWK Set, such as 'https://op.example/.well-known/jwks.json'",
+        clear="must use https:// (plain http:// only to a loopback host such as 127.0.0.1): "
+        "keys fetched in the clear can be swapped by anyone on the way",
+    )
 
 
 def _clients(value: object) -> dict[str, bytes]:

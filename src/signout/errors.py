@@ -144,7 +144,12 @@ class StoreError(SignOutError):
 _CREDENTIALS = re.compile(r"(?<=//)[^@/\s]*@")
 
 
+def masked(text: str) -> str:
+    """``text`` (a URL, an exception's message) as a log line may show it: credentials in a URL hidden."""
+    return _CREDENTIALS.sub("***@", text)
+
+
 def describe(exc: BaseException) -> str:
     """An exception as a log line may show it: its type and text, credentials in a URL masked."""
-    text = _CREDENTIALS.sub("***@", str(exc)).strip()
+    text = masked(str(exc)).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import threading
 import time
 import urllib.request
@@ -44,7 +43,7 @@ from typing import Any
 
 import jwt
 
-from .errors import KeysUnavailable, describe
+from .errors import KeysUnavailable, describe, masked
 from .keys import VerificationKey
 
 log = logging.getLogger("signout")
@@ -67,8 +66,6 @@ UNREADY_INTERVAL = 1.0
 MAX_STALE = 86400.0
 #: A repeated fetch failure is logged at WARNING at most this often (at DEBUG otherwise).
 WARN_EVERY = 60.0
-
-_CREDENTIALS = re.compile(r"(?<=//)[^@/\s]*@")
 
 
 class JWKSRefused(Exception):
@@ -171,11 +168,6 @@ def _public(key: Any) -> Any:
     if callable(public) and not hasattr(key, "verify"):
         return public()
     return key
-
-
-def masked(url: str) -> str:
-    """``url`` as a log line may show it: credentials in it hidden."""
-    return _CREDENTIALS.sub("***@", url)
 
 
 class KeySet:

@@ -41,10 +41,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import quote_plus, urlencode, urlsplit
+from urllib.parse import quote_plus, urlencode
 
 from .errors import ConfigError, describe
-from .web import is_loopback
+from .web import https_url
 
 log = logging.getLogger("signout")
 
@@ -91,22 +91,13 @@ class Call:
 def _url(preset: str, name: str, value: object) -> str:
     """An https URL; plain http only to a loopback host (the token would travel in the clear)."""
     usage = f"{preset} {name} must be an https:// URL"
-    if not isinstance(value, str) or any(c in value for c in " \r\n\t\0"):
-        raise ConfigError(_KWARG, f"{usage}, not {value!r}")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError as exc:
-        raise ConfigError(_KWARG, f"{usage}; {value!r} does not parse ({exc})") from exc
-    host = parts.hostname or ""
-    if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment or parts.username:
-        raise ConfigError(_KWARG, f"{usage} without query, fragment or credentials, not {value!r}")
-    if parts.scheme == "http" and not is_loopback(host):
-        raise ConfigError(
-            _KWARG,
-            f"{usage} (plain http:// only to a loopback host such as 127.0.0.1): tokens would travel in clear",
-        )
-    return value
+    return https_url(
+        _KWARG,
+        value,
+        usage=f"{usage} without query, fragment or credentials",
+        clear=f"{usage} (plain http:// only to a loopback host such as 127.0.0.1): tokens would travel in clear",
+        bare=True,
+    )
 
 
 def _credential(preset: str, name: str, value: object) -> str:

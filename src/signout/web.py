@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
+from .errors import ConfigError
+
 Headers = Sequence[tuple[bytes, bytes]]
 
 #: Every request header signout reads (lower case). The WSGI adapter builds
@@ -250,3 +252,23 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def https_url(kwarg: str, value: object, *, usage: str, clear: str, bare: bool = False) -> str:
+    """``value`` if it is an https URL (plain http only to a loopback host), else ``ConfigError``
+    naming ``kwarg``: ``usage`` says what is expected, ``clear`` why plain http:// elsewhere is
+    refused. ``bare``: no query, fragment or credentials either (``usage`` then says so)."""
+    if not isinstance(value, str) or any(c in value for c in " \r\n\t\0"):
+        raise ConfigError(kwarg, f"{usage}, not {value!r}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(kwarg, f"{usage}; {value!r} does not parse ({exc})") from exc
+    host = parts.hostname or ""
+    extras = bare and bool(parts.query or parts.fragment or parts.username)
+    if parts.scheme not in ("https", "http") or not host or extras:
+        raise ConfigError(kwarg, f"{usage}, not {value!r}")
+    if parts.scheme == "http" and not is_loopback(host):
+        raise ConfigError(kwarg, clear)
+    return value
