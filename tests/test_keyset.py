@@ -666,6 +666,23 @@ def test_static_keys_beside_jwks_url_both_verify(adapter: str, server: JWKSServe
     assert get(c, token("a")).status_code == 200
 
 
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_a_fetch_that_ends_while_a_token_is_checked_is_used(adapter: str, server: JWKSServer) -> None:
+    # The race a full CI run once hit: the background fetch installs the keys after the
+    # token was tried against the old ones, and the rate limit then forbids a fetch of its own.
+    app = guarded(adapter, server.url, key=public_pem("static"))
+    keyset = app.keyset
+    may_fetch = keyset.may_fetch
+
+    def fetch_ends_now() -> bool:
+        keyset.refresh_sync()
+        return bool(may_fetch())
+
+    keyset.may_fetch = fetch_ends_now
+    assert get(client(adapter, app), token("a")).status_code == 200
+    assert server.requests == 1
+
+
 # ---- logout routes, the revocation endpoint and the Revoker, with keys not at hand ---------------
 
 

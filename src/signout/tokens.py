@@ -341,7 +341,7 @@ class Verifier:
             return self._decode(raw, plan[0], plan[1]), plan[2]
         except BadSignature:
             if plan[3]:  # no candidate verified, and the key set may hold the right key after a fetch
-                raise self._missing() from None
+                raise self._missing(ring) from None
             raise
 
     def _plan(self, ring: _Keyring, head: str) -> _Plan:
@@ -357,7 +357,7 @@ class Verifier:
         misses = self._keyset is not None and ring.misses(kid)
         if not candidates:
             if misses:
-                raise self._missing()
+                raise self._missing(ring)
             raise BadSignature()
         if "crit" in header or header.get("b64", True) is not True:
             # No JWS extension is understood here, so none may be critical (RFC 7515 4.1.11).
@@ -366,11 +366,14 @@ class Verifier:
             raise MalformedToken()
         return alg, candidates, kinds.header_kind(header), misses
 
-    def _missing(self) -> Exception:
-        """What a token whose key the key set lacks gets: a fetch when allowed, else a final answer."""
+    def _missing(self, ring: _Keyring) -> Exception:
+        """What a token whose key ``ring`` lacks gets: a fetch when allowed, else a final answer."""
         keyset = self._keyset
         assert keyset is not None
-        if not _FETCHED.get() and keyset.may_fetch():
+        # A fetch that ended after this ring was taken may hold the key: one more try with
+        # the new keys, though the rate limit now forbids a fetch of its own. The version is
+        # read after may_fetch: a fetch that is no longer under way has bumped it already.
+        if not _FETCHED.get() and (keyset.may_fetch() or keyset.version != ring.version):
             return KeysNeeded()
         if not keyset.ready:
             return keyset.unavailable()
