@@ -13,7 +13,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
-from signout import SignOutMiddleware
+from signout import SignOutMiddleware, StoreError
 
 from .apps import RawApp, starlette_app
 from .conftest import PASSWORD, SECRET, Backend, TokenFactory, make_client
@@ -133,6 +133,56 @@ def test_the_usual_request_is_judged_in_one_call_with_the_same_claims(
     assert c.post("/auth/logout", headers=headers).status_code == 200
     assert c.get("/me", headers=headers).status_code == 401  # revoked: the long way, which refuses it
     assert starts == ["/me", "/auth/logout", "/me"]
+
+
+@pytest.mark.parametrize("on_store_error", ["reject", "allow"])
+def test_the_usual_request_over_redis_is_known_in_one_call_and_read_once(
+    redis_url: str, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch, on_store_error: str
+) -> None:
+    raw = RawApp()
+    middleware = SignOutMiddleware(raw, key=SECRET, redis_url=redis_url, on_store_error=on_store_error)
+    assert middleware.engine.usual_ready and not middleware.engine.quick_ready
+    starts: list[str] = []
+    reads: list[int] = []
+    failing = [False]
+    real_start, real_fetch = middleware.engine.start, middleware.store.fetch
+
+    def start(request: Any) -> Any:
+        starts.append(request.path)
+        return real_start(request)
+
+    async def fetch(lookups: Any, now: float) -> Any:
+        reads.append(len(lookups))
+        if failing[0]:
+            raise StoreError("read timed out after 0.1 s", where="redis://test", unsure=True)
+        return await real_fetch(lookups, now)
+
+    monkeypatch.setattr(middleware.engine, "start", start)
+    monkeypatch.setattr(middleware.store, "fetch", fetch)
+    c = TestClient(middleware, base_url="https://t")
+    token = make_token(roles=["admin"])
+    headers = {"Authorization": f"Bearer {token}"}
+    assert c.get("/me", headers=headers).status_code == 200  # first sight: verified the long way
+    assert c.get("/me", headers=headers).status_code == 200  # cached: known in one call, read once
+    assert starts == ["/me"] and reads == [2, 2]  # the user's bucket and the session's
+    first, second = (s["signout.claims"] for s in raw.scopes[-2:])
+    assert first == second and first["roles"] == ["admin"] and first is not second
+    failing[0] = True  # the store fails: start answers with the failure already met, no second read
+    r = c.get("/me", headers=headers)
+    assert starts == ["/me", "/me"] and reads == [2, 2, 2]
+    if on_store_error == "reject":
+        assert r.status_code == 503 and r.json()["error"] == "temporarily_unavailable"
+    else:
+        assert r.status_code == 200 and raw.scopes[-1]["signout.claims"]["jti"] == "j-1"
+    failing[0] = False
+    assert c.post("/auth/logout", headers=headers).status_code == 200
+    del reads[:], starts[:]
+    r = c.get("/me", headers=headers)  # revoked: start refuses it with the rows already read
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+    assert starts == ["/me"] and reads == [2]
+    later = make_token(sid="s-2", jti="j-2")
+    assert c.get("/me", headers=bearer(later)).status_code == 200  # another session of the user
+    assert c.get("/me", headers=bearer(later)).status_code == 200
 
 
 # ---- the store check on lifespan startup, under real servers -----------------------------------------

@@ -214,6 +214,43 @@ def test_quick_passes_only_what_start_passes_and_the_same_token(name: str, req: 
     assert (quick is not None) is taken  # taken where it should be (not dead code), and nowhere else
 
 
+@pytest.mark.parametrize(("name", "req", "taken"), QUICK_CASES, ids=[c[0] for c in QUICK_CASES])
+def test_usual_with_clean_rows_passes_only_what_start_passes(name: str, req: Request, taken: bool) -> None:
+    # The ASGI adapter's path for a store read over the network: usual, one read, clean.
+    store = MemoryStore(warn=False)
+    e = Engine(build_settings(key=SECRET, clock=lambda: NOW, exclude_paths=["/health"]))  # every read a Fetch
+    assert e.usual_ready and not e.quick_ready
+    local = store.fetch_local
+    for step in (
+        Engine(build_settings(key=SECRET, clock=lambda: NOW), fetch_local=local).start(
+            request("/auth/logout", "POST", auth(LOGGED_OUT))
+        ),
+        Engine(build_settings(key=SECRET, clock=lambda: NOW - 100), fetch_local=local).start(
+            request("/auth/logout-all", "POST", auth(token(sub="carol", sid="c0", jti="c0", iat=int(NOW) - 150)))
+        ),
+    ):
+        assert isinstance(step, Commit)
+        store.write_sync(step.writes, step.now)
+
+    def general() -> Step:
+        step = e.start(req)
+        return step.resume(store.fetch_sync(step.lookups, step.now)) if isinstance(step, Fetch) else step
+
+    passed = None
+    for _ in range(2):  # the second time, everything start caches is cached
+        started = general()
+        usual = e.usual(req.path, req.headers)
+        passed = None
+        if usual is not None:
+            token_, found, now = usual
+            step = e.start(req)
+            assert isinstance(step, Fetch) and step.lookups is found  # the adapter hands start the rows read
+            if not found or e.clean(token_, found, store.fetch_sync(found, now), now):
+                passed = token_
+                assert isinstance(started, Pass) and started.token is token_
+    assert (passed is not None) is taken
+
+
 def test_quick_is_not_ready_beside_an_access_cookie_without_a_cache_or_an_in_memory_store() -> None:
     store = MemoryStore(warn=False)
     assert not engine().quick_ready  # no store answers from memory: every check is a Fetch

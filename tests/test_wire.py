@@ -336,14 +336,22 @@ def test_without_coalescing_each_read_is_written_at_once(redis_url: str, redis_c
     assert writes == [1] * 8
 
 
-def test_a_cancelled_read_never_hands_its_reply_to_another(redis_url: str, redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize("lookups", [1, 2], ids=["one lookup", "two lookups"])
+def test_a_cancelled_read_never_hands_its_reply_to_another(
+    redis_url: str, redis_client: redis.Redis, lookups: int
+) -> None:
     fill(redis_client, 60)
     reader = AsyncReader(Address.from_url(redis_url), timeout=1)
+
+    async def read(i: int) -> object:
+        rows = await reader.hmget_many([(f"user:{i}", [b"a", b"b"])] * lookups)
+        assert rows[1:] == rows[:-1]  # each command its own reply, in order
+        return rows[0]
 
     async def main() -> list[object]:
         await reader.hmget("user:0", [b"a"])
         redis_client.client_pause(150, all=True)  # every reply below is in flight while we cancel
-        tasks = [asyncio.ensure_future(reader.hmget(f"user:{i}", [b"a", b"b"])) for i in range(60)]
+        tasks = [asyncio.ensure_future(read(i)) for i in range(60)]
         await asyncio.sleep(0.02)
         for task in tasks[10:60:7]:
             task.cancel()
@@ -415,15 +423,16 @@ def test_nothing_listening_is_a_store_error() -> None:
         RedisStore("redis://no-such-host.invalid:6379/0", timeout=0.5).fetch_sync([Lookup("k", (b"f",))], 0)
 
 
-def test_a_paused_server_fails_within_the_timeout_then_recovers() -> None:
-    lookup = [Lookup("k", (b"f",))]
+@pytest.mark.parametrize("lookups", [1, 2], ids=["one lookup", "two lookups"])  # one future, or the last of two
+def test_a_paused_server_fails_within_the_timeout_then_recovers(lookups: int) -> None:
+    lookup = [Lookup("k", (b"f",))] * lookups
     with private_redis() as port:
         redis.Redis(port=port).hset("k", "f", "v")
         pid = pid_of(port)
         store = RedisStore(f"redis://127.0.0.1:{port}/0", timeout=0.2)
 
         async def main() -> None:
-            assert await bounded(store.fetch(lookup, 0)) == [[b"v"]]
+            assert await bounded(store.fetch(lookup, 0)) == [[b"v"]] * lookups
             os.kill(pid, signal.SIGSTOP)
             try:
                 for _ in range(3):  # each on a fresh connection: the timed-out one was dropped, not queued on
@@ -443,11 +452,11 @@ def test_a_paused_server_fails_within_the_timeout_then_recovers() -> None:
                 assert conn.closed
             finally:
                 os.kill(pid, signal.SIGCONT)
-            assert await bounded(store.fetch(lookup, 0)) == [[b"v"]]
+            assert await bounded(store.fetch(lookup, 0)) == [[b"v"]] * lookups
             await store.aclose()
 
         run(main)
-        assert store.fetch_sync(lookup, 0) == [[b"v"]]
+        assert store.fetch_sync(lookup, 0) == [[b"v"]] * lookups
         os.kill(pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -456,12 +465,13 @@ def test_a_paused_server_fails_within_the_timeout_then_recovers() -> None:
             assert time.monotonic() - started < 0.5  # one timeout: a timeout is not retried
         finally:
             os.kill(pid, signal.SIGCONT)
-        assert store.fetch_sync(lookup, 0) == [[b"v"]]
+        assert store.fetch_sync(lookup, 0) == [[b"v"]] * lookups
         store.close()
 
 
-def test_a_restarted_server_costs_no_failed_read() -> None:
-    lookup = [Lookup("k", (b"f",))]
+@pytest.mark.parametrize("lookups", [1, 2], ids=["one lookup", "two lookups"])
+def test_a_restarted_server_costs_no_failed_read(lookups: int) -> None:
+    lookup = [Lookup("k", (b"f",))] * lookups
     server = RedisServer().start()
     store = RedisStore(server.url, timeout=0.5)
 
@@ -471,17 +481,17 @@ def test_a_restarted_server_costs_no_failed_read() -> None:
         redis.Redis(port=server.port).hset("k", "f", "again")
 
     async def main() -> Rows:
-        assert await bounded(store.fetch(lookup, 0)) == [[None]]
+        assert await bounded(store.fetch(lookup, 0)) == [[None]] * lookups
         restart()  # blocking: the loop has not seen the old connection close
         rows = await bounded(store.fetch(lookup, 0))
         await store.aclose()
         return rows
 
     try:
-        assert run(main) == [[b"again"]]
-        assert store.fetch_sync(lookup, 0) == [[b"again"]]
+        assert run(main) == [[b"again"]] * lookups
+        assert store.fetch_sync(lookup, 0) == [[b"again"]] * lookups
         restart()
-        assert store.fetch_sync(lookup, 0) == [[b"again"]]  # the stale socket is retried once
+        assert store.fetch_sync(lookup, 0) == [[b"again"]] * lookups  # the stale socket is retried once
     finally:
         store.close()
         server.stop()

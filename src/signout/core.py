@@ -83,9 +83,11 @@ class Engine:
             (b"retry-after", str(settings.retry_after).encode()),
         )
         self.audit = Auditor(settings.on_event)
-        #: ``quick`` can decide requests here: a store that answers from memory, and no access
-        #: cookie that could stand beside the header (tokens then come from the header alone).
-        self.quick_ready = fetch_local is not None and settings.access_cookie is None and settings.verifier.caches
+        #: ``usual`` can know requests here: no access cookie that could stand beside the header
+        #: (tokens then come from the header alone), and a verified-claims cache. ``quick``
+        #: can decide them too when the store also answers from memory.
+        self.usual_ready = settings.access_cookie is None and settings.verifier.caches
+        self.quick_ready = fetch_local is not None and self.usual_ready
         self._check_kinds = settings.check_token_type
         self._rotating = settings.refresh_rotation
         # Paths quick never judges: signout's routes, and refresh paths (their bodies are read).
@@ -132,16 +134,36 @@ class Engine:
             return self._keys_missing(missing, lambda: self._guard(request), request, "rejected", self.keys_unavailable)
 
     def quick(self, path: str, headers: Headers) -> Token | None:
-        """The usual guarded request, judged without a ``Request`` or a step: the token to pass on.
+        """The usual guarded request (``usual``), answered from memory: the token to pass on.
+
+        ``None`` unless ``usual`` knows the request and the store's in-memory
+        answer holds nothing that revokes its token; the caller then asks
+        ``start``, which judges the request from the beginning, as if this had
+        not been asked: this only ever says yes where ``start`` would pass the
+        same token on (only for an http request, with ``quick_ready`` true).
+        """
+        usual = self.usual(path, headers)
+        if usual is None:
+            return None
+        token, found, now = usual
+        if found:
+            fetch = self.fetch_local
+            rows = None if fetch is None else fetch(found, now)
+            # Inline, not clean(): this is the hot path of an in-memory store.
+            if rows is None or (any(map(any, rows)) and rules.revoked_alone(token, found, rows, now)):
+                return None
+        return token
+
+    def usual(self, path: str, headers: Headers) -> tuple[Token, tuple[Lookup, ...], float] | None:
+        """The usual guarded request, known without a ``Request`` or a step: its token, the
+        lookups that judge it (none: nothing can revoke it) and the time it is judged at.
 
         Usual: not one of signout's routes, an excluded path or under the
         refresh cookie's path; a Bearer token (read by ``bearer_token``, as
-        ``presented`` reads it) in the verified-claims cache and timely; its lookups worked out
-        before, answered from memory, and nothing in its bucket rows. Anything
-        else is ``None``, and the caller asks ``start``, which judges the
-        request from the beginning, as if this had not been asked: this only
-        ever says yes where ``start`` would pass the same token on (only for an
-        http request, with ``quick_ready`` true).
+        ``presented`` reads it) in the verified-claims cache and timely, of an
+        access token's kind, and its lookups worked out before. Anything else is
+        ``None`` (ask ``start``). A token whose rows are ``clean`` passes as
+        ``start`` would pass it (only for an http request, with ``usual_ready`` true).
         """
         if path in self._routes:
             return None
@@ -164,16 +186,14 @@ class Engine:
         memo = known.memo
         if memo is None or memo[0] is not self.policy:
             return None
-        found = cast("tuple[Lookup, ...]", memo[1])
-        token = known.token(_HEADER)
-        if found:
-            fetch = self.fetch_local
-            rows = None if fetch is None else fetch(found, now)
-            # Something in a row (a user's cutoff it was issued after, an expired value) is
-            # judged here as _guard_one judges it; only a revoked token goes the long way.
-            if rows is None or (any(map(any, rows)) and rules.revoked_alone(token, found, rows, now)):
-                return None
-        return token
+        return known.token(_HEADER), cast("tuple[Lookup, ...]", memo[1]), now
+
+    @staticmethod
+    def clean(token: Token, found: Sequence[Lookup], rows: Sequence[Row], now: float) -> bool:
+        """Whether the store's ``rows`` for ``usual``'s lookups let its token pass: nothing in them
+        (the usual answer), or nothing that revokes it (a user's cutoff it was issued after,
+        an expired value), judged as ``_guard_one`` judges it."""
+        return not any(map(any, rows)) or not rules.revoked_alone(token, found, rows, now)
 
     # ---- shared pieces -------------------------------------------------
 

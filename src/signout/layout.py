@@ -55,6 +55,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 #: Buckets per prefix; the tag is the digest's shard as 4 hex digits.
 SHARDS = 1 << 16
@@ -64,9 +65,8 @@ FIELD_DIGEST = 12
 TAG_CHARS = 6
 
 
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    """Read these fields of one bucket."""
+class Lookup(NamedTuple):
+    """Read these fields of one bucket (a tuple: the wire layer sends it as ``(key, fields)``)."""
 
     key: str
     fields: tuple[bytes, ...]

@@ -241,38 +241,54 @@ class AsyncReader:
     reads are idempotent.
     """
 
-    def __init__(self, address: Address, *, timeout: float, coalesce: bool = True) -> None:
+    def __init__(self, address: Address, *, timeout: float, coalesce: bool = True, where: str | None = None) -> None:
         self._address = address
+        self._where = where  # the store's address for its errors (``StoreError.where``)
         self._timeout = timeout
         self._coalesce = coalesce
         self._conn: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
 
     async def hmget(self, key: str, fields: Sequence[bytes]) -> Row:
-        """The guard's read, in one coroutine when the connection is up: each frame and list
-        alive while a read waits is one more object for the garbage collector to walk, and
-        under load its full collections are what the latency tail is made of."""
-        payload = encode_hmget(key, fields)
-        conn = self._conn
-        if conn is None or conn.closed:
-            return to_row((await self.call(payload, 1))[0])
-        try:
-            outcome = await conn.send_one(payload)  # cancelled with its caller: the reply is dropped in turn
-        except ConnectionError:
-            outcome = LOST
-        if outcome is TIMED_OUT:
-            raise StoreError(f"redis read failed: no answer within store_timeout={self._timeout:g} s")
-        if outcome is not LOST:
-            return to_row(outcome)  # type: ignore[arg-type]  # anything but LOST/TIMED_OUT is a Reply
-        # The connection went away before answering: one more try on a fresh one, as ``call`` does.
-        replies = await self._attempt(payload, 1)
-        if replies is None:
-            raise StoreError("redis read failed: connection lost")
-        return to_row(replies[0])
+        """One ``HMGET``: ``hmget_many`` for a single key."""
+        return (await self.hmget_many(((key, fields),)))[0]
 
     async def hmget_many(self, requests: Sequence[Request]) -> list[Row]:
-        payload = b"".join([encode_hmget(key, fields) for key, fields in requests])
-        return [to_row(reply) for reply in await self.call(payload, len(requests))]
+        """``HMGET`` each (key, fields), pipelined; the rows in order.
+
+        The guard's read: in this one coroutine when the connection is up. Each frame
+        and list alive while a read waits is one more object for the garbage collector
+        to walk (and, with a request's own, to count towards its next collection); under
+        load those collections are what the latency tail is made of.
+        """
+        count = len(requests)
+        payload = encode_hmget(*requests[0]) if count == 1 else b"".join([encode_hmget(*r) for r in requests])
+        conn = self._conn
+        if conn is None or conn.closed:
+            return [to_row(reply) for reply in await self.call(payload, count)]
+        try:
+            if count == 1:
+                futures = None
+                last = conn.send_one(payload)
+            else:
+                futures = conn.send(payload, count)
+                last = futures[-1]
+        except ConnectionError:
+            return [to_row(reply) for reply in await self.call(payload, count)]
+        # Replies come in order, and a connection that fails or times out a read does so for
+        # every command written with it: once the last is answered, so are the others.
+        outcome = await last  # cancelled with its caller: the replies are dropped in their turn
+        if outcome is TIMED_OUT:
+            raise self._late()
+        if outcome is LOST:
+            # The connection went away before answering: one more try on a fresh one, as ``call`` does.
+            replies = await self._attempt(payload, count)
+            if replies is None:
+                raise StoreError("redis read failed: connection lost", where=self._where)
+            return [to_row(reply) for reply in replies]
+        if futures is None:
+            return [to_row(outcome)]  # type: ignore[arg-type]  # anything but LOST/TIMED_OUT is a Reply
+        return [to_row(f.result()) for f in futures]  # type: ignore[arg-type]  # answered, as the last was
 
     async def call(self, payload: bytes, count: int) -> list[Reply]:
         """Send ``count`` pipelined commands; their replies, error replies included, in order."""
@@ -282,7 +298,7 @@ class AsyncReader:
             # socket, a hung server): one more try on a fresh one, never a loop.
             replies = await self._attempt(payload, count)
             if replies is None:
-                raise StoreError("redis read failed: connection lost")
+                raise StoreError("redis read failed: connection lost", where=self._where)
         return replies
 
     async def _attempt(self, payload: bytes, count: int) -> list[Reply] | None:
@@ -300,7 +316,7 @@ class AsyncReader:
                 if outcome is LOST:
                     return None
                 if outcome is TIMED_OUT:
-                    raise StoreError(f"redis read failed: no answer within store_timeout={self._timeout:g} s")
+                    raise self._late()
                 replies.append(outcome)  # type: ignore[arg-type]  # anything but LOST/TIMED_OUT is a Reply
         except asyncio.CancelledError:
             # The rest of this call's replies are dropped in their turn, unread.
@@ -308,6 +324,9 @@ class AsyncReader:
                 future.cancel()
             raise
         return replies
+
+    def _late(self) -> StoreError:
+        return StoreError(f"redis read failed: no answer within store_timeout={self._timeout:g} s", where=self._where)
 
     async def _connect(self) -> _Connection:
         # Everyone who finds the connection gone shares one attempt: one connection, not N.
@@ -332,7 +351,7 @@ class AsyncReader:
         try:
             return await asyncio.wait_for(self._open_now(), self._timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise StoreError(f"redis connect failed: {describe(exc)}") from None
+            raise StoreError(f"redis connect failed: {describe(exc)}", where=self._where) from None
 
     async def _open_now(self) -> _Connection:
         loop = asyncio.get_running_loop()
