@@ -69,6 +69,7 @@ from _common import (
     make_claims,
     make_token,
     median,
+    pin_to_one_core,
     redis_server,
     redis_url,
     rotations,
@@ -426,6 +427,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="timed seconds per configuration (default 40, --all 12)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 25, --all 15; --quick 5)")
     parser.add_argument("--quick", action="store_true", help="short: 6 s (--all: 3 s per configuration)")
+    parser.add_argument(
+        "--spread", action="store_true", help="no pinning: the scheduler places this process and its redis-server"
+    )
     args = parser.parse_args()
     if args.jwks:
         if args.all:
@@ -444,6 +448,7 @@ def main() -> None:
     # (the guard then answers 503, and every batch checks for 200).
     logging.getLogger("signout").setLevel(logging.ERROR)
     print(versions())
+    print(pin_to_one_core(args.spread))
     started = time.perf_counter()
     steal = StealMeter()
     with redis_server(required=False) as port:

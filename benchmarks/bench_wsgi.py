@@ -45,6 +45,7 @@ from _common import (
     make_claims,
     make_token,
     median,
+    pin_to_one_core,
     redis_server,
     redis_url,
     rotations,
@@ -286,6 +287,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="timed seconds per configuration (default 20; --quick 4)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 15; --quick 5)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--spread", action="store_true", help="no pinning: the scheduler places this process and its redis-server"
+    )
     args = parser.parse_args()
     args.seconds = args.seconds or (4.0 if args.quick else 20.0)
     args.rounds = args.rounds or (5 if args.quick else 15)
@@ -293,6 +297,7 @@ def main() -> None:
     configs = [(a, f) for a in ("HS256", "RS256") for f in (False, True)] if args.all else [(args.alg, args.fresh)]
     logging.getLogger("signout").setLevel(logging.ERROR)
     print(f"{versions()}, Flask {version('flask')}, flask-jwt-extended {version('flask-jwt-extended')}")
+    print(pin_to_one_core(args.spread))
     started = time.perf_counter()
     steal = StealMeter()
     results = []
