@@ -163,14 +163,10 @@ class MirrorStore(Store):
         self._keep_own(writes, now)
 
     async def claim(self, write: Write, now: float) -> Value:
-        held = await self.redis.claim(write, now)
-        self._keep_own((_as_held(write, held),), now)
-        return held
+        return self._keep_claim(write, await self.redis.claim(write, now), now)
 
     def claim_sync(self, write: Write, now: float) -> Value:
-        held = self.redis.claim_sync(write, now)
-        self._keep_own((_as_held(write, held),), now)
-        return held
+        return self._keep_claim(write, self.redis.claim_sync(write, now), now)
 
     def fetch_sync(self, lookups: Sequence[Lookup], now: float) -> list[list[Value]]:
         follower = self._follower
@@ -218,6 +214,11 @@ class MirrorStore(Store):
         follower = self._follower
         if follower is not None:
             follower.local.write_sync(writes, now)
+
+    def _keep_claim(self, claim: Write, held: Value, now: float) -> Value:
+        """Keep a claim as Redis settled it (``held``: the value already there, which stays first)."""
+        self._keep_own((_as_held(claim, held),), now)
+        return held
 
     def _copied(self) -> None:
         self.resyncs += 1
