@@ -108,6 +108,12 @@ class Answers:
         self.bad_redirect = answer(
             400, {"error": "invalid_request", "message": "return_to is not an allowed redirect"}, *logout
         )
+        self.rp_bad_state = answer(
+            400, {"error": "invalid_request", "message": "The logout's state is missing, invalid or expired"}
+        )
+        self.rp_return_method = answer(
+            405, {"error": "method_not_allowed", "message": "Use GET"}, (b"allow", b"GET, HEAD")
+        )
         self.logout_method = answer(
             405, {"error": "method_not_allowed", "message": "Use POST to log out"}, (b"allow", b"POST")
         )
@@ -185,6 +191,16 @@ class Answers:
         if Source.ACCESS_COOKIE in sources and self.delete_access is not None:
             extra.append(self.delete_access)
         return with_headers(base, extra)
+
+    @staticmethod
+    def to_provider(final: Answer, location: str) -> Answer:
+        """``final`` (a logout's answer) as a 303 to the OP's end-session ``location``: its cookie
+        deletions kept, its message in a JSON body with ``"upstream": "redirected"`` (for a client
+        that reads it rather than follows it)."""
+        message = final.data.get("message", "Logged out successfully")
+        data = {"message": message, "upstream": "redirected", "location": location}
+        kept = tuple(h for h in final.headers if h[0] not in _REBUILT and h[0] != b"location")
+        return answer(303, data, (b"location", location.encode("utf-8")), *kept)
 
     def redirect(self, location: str) -> Answer:
         return Answer(

@@ -26,13 +26,15 @@ class AuditEvent:
 
     ``event``: ``logout``, ``logout_all``, ``revocation``, ``rejected``,
     ``csrf_refused``, ``refresh_reuse``, ``refresh`` (a refresh token's use
-    not recorded) or ``backchannel_logout`` (``signout.backchannel``).
+    not recorded), ``backchannel_logout`` (``signout.backchannel``) or
+    ``upstream_logout`` (the browser back from the OP, ``signout.rp_logout``).
     ``outcome``: ``revoked``, ``nothing_revoked``,
     ``invalid_token``, ``invalid_request``, ``unauthenticated``,
     ``invalid_client``, ``store_error``, ``refused``, ``keys_unavailable`` (no usable signing keys
     from ``jwks_url``). ``count``: how many tokens the request revoked. ``upstream``
     (``logout`` and ``logout_all`` with ``upstream_logout`` only): what became of telling the
-    identity provider, ``ok``, ``failed`` or ``skipped`` (no verified token to send it).
+    identity provider, ``ok``, ``failed``, ``skipped`` (no verified token to send it, or
+    nothing to send the browser to the OP for) or ``redirected`` (``RPInitiated``).
     """
 
     event: str

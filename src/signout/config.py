@@ -399,7 +399,8 @@ def build_settings(
     if upstream_logout is not None and not isinstance(upstream_logout, PRESETS):
         raise ConfigError(
             "upstream_logout",
-            "must be a preset from signout.upstream (Casdoor, MubarokahID, CentralAuth, RFC7009) or None, "
+            "must be a preset from signout.upstream (Casdoor, MubarokahID, CentralAuth, RFC7009, RPInitiated) "
+            "or None, "
             f"not {type(upstream_logout).__name__}",
         )
     told_within = _seconds("upstream_timeout", upstream_timeout, minimum=0.01)

@@ -24,9 +24,10 @@ from .endpoint import revocation_endpoint
 from .errors import InvalidClaim, KeysMissing, KeysNeeded, MalformedToken, TokenError, WrongTokenKind
 from .layout import Lookup, Write
 from .rotation import refresh_uses
+from .rp_logout import RPLogout
 from .steps import Commit, Fetch, Keys, Pass, Read, Respond, Row, Step, Unread, Upstream, Written
 from .tokens import Source, Token, after_fetch
-from .upstream import Outcome
+from .upstream import Outcome, RPInitiated
 from .web import (
     Answer,
     BadAuthorization,
@@ -90,6 +91,9 @@ class Engine:
         self.quick_ready = fetch_local is not None and self.usual_ready
         self._check_kinds = settings.check_token_type
         self._rotating = settings.refresh_rotation
+        preset = settings.upstream_logout
+        #: OIDC RP-Initiated Logout (``upstream.RPInitiated``): the redirect to the OP, and its way back.
+        self.rp = RPLogout(preset, settings.verifier.max_token_chars) if isinstance(preset, RPInitiated) else None
         # Paths quick never judges: signout's routes, and refresh paths (their bodies are read).
         self._routes = (
             frozenset(
@@ -99,6 +103,7 @@ class Engine:
                     settings.logout_all_path,
                     settings.revoke_path,
                     settings.backchannel_logout_path,
+                    None if self.rp is None else self.rp.path,
                 )
                 if p is not None
             )
@@ -125,6 +130,8 @@ class Engine:
                 return self._revocation(request)
             elif path == s.backchannel_logout_path:
                 return self._backchannel(request)
+            elif self.rp is not None and path == self.rp.path:
+                return self._rp_return(request)
         for prefix in s.exclude_paths:
             if path_matches(request.path, prefix):
                 return _PASS
@@ -474,7 +481,7 @@ class Engine:
         """The raw token ``upstream_logout`` sends the provider: the first verified one of the kind
         it wants (the access token, or the refresh token), or ``None`` (the call is skipped)."""
         preset = self.settings.upstream_logout
-        if preset is None:
+        if preset is None or isinstance(preset, RPInitiated):  # the browser goes to the OP instead
             return None
         sources = _UPSTREAM_SOURCES[preset.token]
         for token, raw in pairs:
@@ -499,6 +506,8 @@ class Engine:
         if preset is None:
             self.event(request, name, outcome, token, **more)
             return Respond(final)
+        if isinstance(preset, RPInitiated):
+            return self._to_provider(request, name, outcome, token, final, **more)
 
         def told(upstream: Outcome) -> Step:
             self.event(request, name, outcome, token, upstream=upstream, **more)
@@ -507,6 +516,38 @@ class Engine:
         if raw is None:
             return told("skipped")
         return Upstream(preset.call(raw), self.settings.upstream_timeout, told)
+
+    def _to_provider(
+        self, request: Request, name: str, outcome: str, token: Token | None, final: Answer, **more: object
+    ) -> Step:
+        """RP-Initiated Logout: a logout that went through sends the browser to the OP (303; the
+        cookies cleared as in every logout answer), ``"upstream": "redirected"``; one that did not
+        (refused, nothing to log out everywhere, the store failed) keeps its answer, ``"skipped"``.
+        A local logout with no token to revoke still goes: the OP's session may be alive."""
+        assert self.rp is not None
+        if outcome == "store_error" or final.status >= 400:
+            self.event(request, name, outcome, token, upstream="skipped", **more)
+            return Respond(with_upstream(final, "skipped"))
+        target = final.data.get("location") if final.status == 303 else None  # return_to, already allowed
+        location = self.rp.location(target if isinstance(target, str) else None, request.headers)
+        self.event(request, name, outcome, token, upstream="redirected", **more)
+        return Respond(self.answers.to_provider(final, location))
+
+    def _rp_return(self, request: Request) -> Respond:
+        """The browser back from the OP's end-session endpoint: on to where the ``state`` signed
+        at logout says (its ``return_to``, else ``landing``); a state not signed here, tampered
+        with or expired gets 400 and no redirect."""
+        assert self.rp is not None
+        a = self.answers
+        if request.method not in ("GET", "HEAD"):
+            return Respond(a.rp_return_method)
+        states = query_param(request.query, "state")
+        target = self.rp.target(states[0]) if len(states) == 1 else None
+        if target is None or not (target == self.rp.preset.landing or self._redirect_allowed(target)):
+            self.event(request, "upstream_logout", "refused", reason="state missing, invalid or expired")
+            return Respond(a.rp_bad_state)
+        self.event(request, "upstream_logout", "ok")
+        return Respond(a.redirect(target))
 
     def _commit(
         self,

@@ -47,6 +47,13 @@ if TYPE_CHECKING:
 MAX_TOKEN_CHARS = 16384
 # Three base64url segments and nothing else: no padding, whitespace or non-ASCII.
 _SHAPE = re.compile(r"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+
+
+def looks_like_jwt(value: str) -> bool:
+    """Whether ``value`` has a compact JWS's shape: three base64url segments (nothing is verified)."""
+    return _SHAPE.fullmatch(value) is not None
+
+
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
 _MAX_PLANS = 256
 # What a JOSE header decides: the algorithm, the keys to try, the kind its typ names, and
@@ -252,6 +259,11 @@ class Verifier:
     def _cache(self) -> OrderedDict[str, _Verified]:
         """The verified-claims cache of the keys in use (tests look into it)."""
         return self._ring.cache
+
+    @property
+    def max_token_chars(self) -> int:
+        """The longest token string verified (``max_token_bytes``)."""
+        return self._max_chars
 
     @property
     def keyset(self) -> KeySet | None:

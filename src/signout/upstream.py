@@ -22,6 +22,7 @@ The presets follow the providers' own documents (``../shared/seeds/``):
 - ``RFC7009``: ``POST revocation_endpoint``, a form ``token=...&token_type_hint=...``,
   the client authenticated with ``client_secret_basic`` or ``client_secret_post``
   (RFC 6749 section 2.3.1); ok on 200 (RFC 7009 section 2.2).
+- ``RPInitiated``: no call; the browser is sent to the OP (``signout.rp_logout``).
 
 Every provider advises clearing the local session even when its call fails; the
 local logout is therefore recorded first, and nothing here can fail or undo it.
@@ -33,6 +34,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import threading
 import time
 import urllib.error
@@ -41,7 +43,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import quote_plus, urlencode
+from urllib.parse import quote_plus, urlencode, urlsplit
 
 from .errors import ConfigError, describe
 from .web import https_url
@@ -225,8 +227,66 @@ class RFC7009:
         return Call("POST", self.revocation_endpoint, tuple(headers), urlencode(form).encode("ascii"), "RFC 7009")
 
 
-Preset = Casdoor | MubarokahID | CentralAuth | RFC7009
-PRESETS = (Casdoor, MubarokahID, CentralAuth, RFC7009)
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+@dataclass(frozen=True, slots=True)
+class RPInitiated:
+    """OpenID Connect RP-Initiated Logout 1.0: after the local logout, the browser is sent to
+    the OP's ``end_session_endpoint`` (with ``id_token_hint``, ``client_id``,
+    ``post_logout_redirect_uri`` and a ``state`` signed with itsdangerous), and comes back to
+    ``post_logout_redirect_uri``, a route signout answers (``signout.rp_logout``): the ``state``
+    is checked there, and the browser goes on to the logout's ``return_to``, else ``landing``.
+
+    ``end_session_endpoint``: the OP's (its discovery document names it).
+    ``client_id``: this app's client id at the OP.
+    ``post_logout_redirect_uri``: an https URL of this app, registered at the OP; signout
+    answers its path (``GET``), so the app must not route it.
+    ``secret``: at least 32 bytes; signs the ``state`` (keep it out of source control).
+    ``id_token_cookie``: the cookie holding the user's ID token, sent as ``id_token_hint``;
+    without it the OP asks the user to confirm the logout.
+    ``landing``: a path of this app, where the browser ends when the logout named no ``return_to``.
+    ``max_age``: seconds the round trip through the OP may take (the ``state`` expires then).
+    """
+
+    end_session_endpoint: str
+    client_id: str
+    post_logout_redirect_uri: str
+    secret: str | bytes = field(repr=False)
+    id_token_cookie: str | None = None
+    landing: str = "/"
+    max_age: int = 600
+
+    def __post_init__(self) -> None:
+        name = "RPInitiated"
+        _url(name, "end_session_endpoint", self.end_session_endpoint)
+        _credential(name, "client_id", self.client_id)
+        back = _url(name, "post_logout_redirect_uri", self.post_logout_redirect_uri)
+        if urlsplit(back).path in ("", "/"):
+            raise ConfigError(_KWARG, f"{name} post_logout_redirect_uri needs a path of its own: signout answers it")
+        secret = self.secret.encode() if isinstance(self.secret, str) else self.secret
+        if not isinstance(secret, bytes) or len(secret) < 32:
+            raise ConfigError(_KWARG, f"{name} secret must be at least 32 bytes: it signs the logout's state")
+        if self.id_token_cookie is not None and (
+            not isinstance(self.id_token_cookie, str) or _COOKIE_NAME.fullmatch(self.id_token_cookie) is None
+        ):
+            raise ConfigError(_KWARG, f"{name} id_token_cookie must be a cookie name")
+        landing = self.landing
+        if (
+            not isinstance(landing, str)
+            or not landing.startswith("/")
+            or landing.startswith("//")
+            or any(c in landing for c in "\\\r\n\0")
+        ):
+            raise ConfigError(_KWARG, f"{name} landing must be a path of this app, such as '/'")
+        if isinstance(self.max_age, bool) or not isinstance(self.max_age, int) or not 10 <= self.max_age <= 3600:
+            raise ConfigError(_KWARG, f"{name} max_age must be a whole number of seconds from 10 to 3600")
+
+
+Preset = Casdoor | MubarokahID | CentralAuth | RFC7009 | RPInitiated
+#: The presets whose call signout makes itself (``RPInitiated`` sends the browser instead).
+CALLED = (Casdoor, MubarokahID, CentralAuth, RFC7009)
+PRESETS = (*CALLED, RPInitiated)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
