@@ -420,6 +420,61 @@ def test_rfc7009_at_the_op_refuses_a_jwt_access_token_and_the_local_logout_stand
     assert op.introspect(login.refresh_token)["active"] is False
 
 
+@pytest.mark.parametrize("carried", ["cookie", "body", "cookie, no access token"])
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_rfc7009_revokes_the_ops_opaque_refresh_token_there(
+    adapter: str, carried: str, oidc_provider: OIDCProvider
+) -> None:
+    op = oidc_provider
+    op.reset()
+    login = op.login("alice")
+    refresh = login.refresh_token
+    assert refresh is not None and refresh.count(".") != 2  # opaque: only the OP can judge it
+    preset = RFC7009(op.revocation_endpoint, op.client_id, op.client_secret, token="refresh")
+    app = middleware(
+        adapter,
+        key=None,
+        jwks_url=op.jwks_uri,
+        issuer=op.issuer,
+        audience=op.resource,
+        store=MemoryStore(warn=False),
+        upstream_logout=preset,
+        refresh_cookie_path="/auth",  # the cookie reaches /auth/logout too
+    )
+    client = http_client(adapter, app)
+    headers = {} if carried == "cookie, no access token" else bearer(login.access_token)
+    if carried == "body":
+        r = client.post("/auth/logout", headers=headers, json={"refresh": refresh})
+    else:
+        r = client.post("/auth/logout", headers={**headers, "Cookie": f"refresh_token={refresh}"})
+    assert r.status_code == 200 and r.json()["upstream"] == "ok", r.text
+    assert op.introspect(refresh)["active"] is False
+    if headers:
+        assert client.get("/me", headers=bearer(login.access_token)).status_code == 401  # and here
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_an_opaque_refresh_token_with_odd_bytes_is_never_sent(
+    adapter: str, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Call] = []
+
+    def record(call: Call, timeout: float) -> str | None:
+        calls.append(call)
+        return None
+
+    monkeypatch.setattr("signout.upstream.send", record)
+    preset = RFC7009("https://op.example/revoke", CLIENT_ID, CLIENT_SECRET, token="refresh")
+    app = middleware(adapter, store=MemoryStore(warn=False), upstream_logout=preset, refresh_cookie_path="/auth")
+    client = http_client(adapter, app)
+    for cookie in ('refresh_token="a b"', "refresh_token=" + "x" * 20000):
+        r = client.post("/auth/logout", headers={**bearer(make_token()), "Cookie": cookie})
+        assert r.status_code == 200 and r.json()["upstream"] == "skipped", cookie
+    r = client.post("/auth/logout", headers={**bearer(make_token()), "Cookie": "refresh_token=opaque-1"})
+    assert r.json()["upstream"] == "ok"
+    assert [c.body for c in calls] == [b"token=opaque-1&token_type_hint=refresh_token"]
+
+
 # ---- the presets, sans I/O -------------------------------------------------------------------------------
 
 

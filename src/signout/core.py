@@ -11,6 +11,7 @@ is read only through ``settings.clock``.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import cast
 
@@ -26,7 +27,7 @@ from .layout import Lookup, Write
 from .rotation import refresh_uses
 from .rp_logout import RPLogout
 from .steps import Commit, Fetch, Keys, Pass, Read, Respond, Row, Step, Unread, Upstream, Written
-from .tokens import Source, Token, after_fetch
+from .tokens import Source, Token, after_fetch, looks_like_jwt
 from .upstream import Outcome, RPInitiated
 from .web import (
     Answer,
@@ -57,6 +58,9 @@ _WANTED = {
 }
 _AS_ACCESS = kinds.AS_ACCESS
 # Where the token an upstream_logout preset sends (its ``token``) may come from.
+# An opaque token as RFC 6749 allows it (VSCHAR, printable ASCII without space): nothing that
+# could break the form it is sent in, or a log line.
+_OPAQUE = re.compile(r"[\x21-\x7e]+")
 _UPSTREAM_SOURCES = {
     "access": (Source.HEADER, Source.ACCESS_COOKIE),
     "refresh": (Source.REFRESH_COOKIE, Source.REFRESH_BODY),
@@ -419,7 +423,7 @@ class Engine:
 
             def everywhere_now() -> Step:
                 now = s.clock()
-                return self._everywhere(request, self._revocable(presented, now), final, now)
+                return self._everywhere(request, presented, self._revocable(presented, now), final, now)
 
             # Keys unavailable: nothing can be judged, so nothing is revoked (503, as a store failure).
             return self._keyed(everywhere_now, request, "logout_all", self.keys_unavailable)
@@ -447,7 +451,8 @@ class Engine:
                 log.warning("signout: logged out a token with neither jti nor sid; it stays valid until it expires")
                 answer = a.logged_out_unrevoked if final is a.logged_out else final
             writes = rules.token_writes(self.policy, tokens, now)
-            return self._commit(request, name, tokens, writes, answer, now, self._upstream_raw(pairs))
+            everything = presented + [(Source.REFRESH_BODY, raw) for raw in found]
+            return self._commit(request, name, tokens, writes, answer, now, self._upstream_raw(pairs, everything))
 
         def keyed(body: bytes | Unread) -> Step:
             # Keys unavailable: the cookies are still cleared, and the answer says the
@@ -477,9 +482,15 @@ class Engine:
                 tokens.append((token, raw))
         return tokens
 
-    def _upstream_raw(self, pairs: Sequence[tuple[Token, str]]) -> str | None:
+    def _upstream_raw(
+        self, pairs: Sequence[tuple[Token, str]], presented: Sequence[tuple[Source, str]] = ()
+    ) -> str | None:
         """The raw token ``upstream_logout`` sends the provider: the first verified one of the kind
-        it wants (the access token, or the refresh token), or ``None`` (the call is skipped)."""
+        it wants (the access token, or the refresh token), or ``None`` (the call is skipped).
+
+        A refresh token that is not a JWT (``presented``) is the OP's own opaque handle, which
+        only the OP can judge (panva's oidc-provider, Keycloak's offline tokens): it is sent
+        as it came, so the OP revokes it. Nothing is revoked here on its word."""
         preset = self.settings.upstream_logout
         if preset is None or isinstance(preset, RPInitiated):  # the browser goes to the OP instead
             return None
@@ -487,6 +498,11 @@ class Engine:
         for token, raw in pairs:
             if token.source in sources and (not self._check_kinds or token.kind in _WANTED[token.source]):
                 return raw
+        if preset.token == "refresh":
+            limit = self.settings.verifier.max_token_chars
+            for source, raw in presented:
+                if source in sources and len(raw) <= limit and _OPAQUE.fullmatch(raw) and not looks_like_jwt(raw):
+                    return raw
         return None
 
     def _finish(
@@ -577,7 +593,14 @@ class Engine:
 
         return Commit(writes=writes, now=now, resume=done)
 
-    def _everywhere(self, request: Request, pairs: list[tuple[Token, str]], final: Answer, now: float) -> Step:
+    def _everywhere(
+        self,
+        request: Request,
+        presented: list[tuple[Source, str]],
+        pairs: list[tuple[Token, str]],
+        final: Answer,
+        now: float,
+    ) -> Step:
         """Single sign-out: needs a valid, unrevoked token; then revokes its user in every app on the store.
 
         The provider (``upstream_logout``) is told only once that is done: a request refused here
@@ -603,7 +626,7 @@ class Engine:
             writes = rules.token_writes(self.policy, alive, now) + tuple(
                 rules.user_write(self.policy, iss=iss, sub=sub, now=now) for iss, sub in sorted(users)
             )
-            return self._commit(request, name, alive, writes, final, now, self._upstream_raw(alive_pairs))
+            return self._commit(request, name, alive, writes, final, now, self._upstream_raw(alive_pairs, presented))
 
         return self._fetch(found, now, checked)
 
