@@ -82,6 +82,13 @@ class Settings:
     #: Where the OP posts back-channel logout tokens (``signout.backchannel``), or ``None``.
     backchannel_logout_path: str | None = None
 
+    def redirect_allowed(self, location: str) -> bool:
+        """Whether a logout's ``return_to`` may send the browser to ``location`` (``allowed_redirects``)."""
+        origin = _origin(location)
+        if origin is None:
+            return False
+        return location in self.allowed_redirects or origin in self.allowed_origins
+
 
 def _seconds(kwarg: str, value: object, *, minimum: float, integral: bool = False) -> float:
     if isinstance(value, timedelta):

@@ -12,12 +12,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from . import layout
+from . import kinds, layout
 from .layout import Lookup, Write
 from .tokens import Source, Token
 
 #: Where refresh tokens are presented: the refresh cookie, a body on ``refresh_paths``.
 REFRESH_SOURCES = frozenset({Source.REFRESH_COOKIE, Source.REFRESH_BODY})
+#: The kinds each source accepts with check_token_type (SPEC section 8).
+WANTED = {
+    Source.HEADER: kinds.AS_ACCESS,
+    Source.ACCESS_COOKIE: kinds.AS_ACCESS,
+    Source.REFRESH_COOKIE: kinds.AS_REFRESH,
+    Source.REFRESH_BODY: kinds.AS_REFRESH,
+}
 
 
 @dataclass(frozen=True, slots=True)
