@@ -4,7 +4,9 @@ Two halves. First, the real OpenID Provider (``tests/oidc_provider.py``) signs a
 logout tokens to the receiver under a real server (uvicorn for ASGI, werkzeug for WSGI) over the
 real Redis. Then hostile logout tokens, minted here with PyJWT and an RSA key the test controls
 (a static public key, ``algorithms=["RS256"]``), through both adapters in process and on both
-stores: each is a 400 (or 405 / 413) and revokes nothing.
+stores: each is a 400 (or 405 / 413) and revokes nothing. Last, what the receiver answers when it
+cannot act: the store or the OP's keys unavailable (503, the OP retries), and how long what it
+remembers (the replay record) lives.
 """
 
 from __future__ import annotations
@@ -22,21 +24,24 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from signout import MemoryStore, SignOutMiddleware, SignOutWSGIMiddleware, StoreError
 from signout.backchannel import InvalidLogoutToken, check
 from signout.errors import ConfigError
-from signout.layout import Write
+from signout.layout import Write, bucket_key, logout_field, session_key
 
 from .apps import starlette_app, wsgi_app
+from .conftest import free_port
 from .framework_helpers import uvicorn_server, werkzeug_server
-from .helpers import ADAPTERS, bearer, http_client, middleware
+from .helpers import ADAPTERS, Clock, bearer, http_client, middleware
 from .oidc_provider import (
     OIDCProvider,
     oidc_provider_fixture,  # noqa: F401  (the fixture "oidc_provider")
 )
+from .test_keyset import JWKSServer, rsa_key
 
 PATH = "/auth/backchannel-logout"
 ISSUER = "https://op.example"
@@ -52,10 +57,11 @@ PUBLIC_PEM = KEY.public_key().public_bytes(serialization.Encoding.PEM, serializa
 # ---- tokens minted with a key the test controls ---------------------------------------------------
 
 
-def access_token(sub: str, sid: str) -> str:
+def access_token(sub: str, sid: str, key: Any = KEY, kid: str | None = None) -> str:
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": CLIENT_ID, "sub": sub, "sid": sid, "jti": uuid.uuid4().hex}
-    return jwt.encode({**claims, "iat": now, "exp": now + 600}, KEY, algorithm="RS256", headers={"typ": "at+jwt"})
+    headers = {"typ": "at+jwt"} if kid is None else {"typ": "at+jwt", "kid": kid}
+    return jwt.encode({**claims, "iat": now, "exp": now + 600}, key, algorithm="RS256", headers=headers)
 
 
 def logout_claims(**overrides: Any) -> dict[str, Any]:
@@ -272,6 +278,7 @@ HOSTILE: dict[str, Callable[[], str]] = {
     "no iat": lambda: logout_token(iat=None),
     "neither sub nor sid": lambda: logout_token(sub=None, sid=None),
     "expired": lambda: logout_token(**_past()),
+    "exp in 10 years": lambda: logout_token(exp=int(time.time()) + 10 * 365 * 86400),
     "unknown key": lambda: logout_token(OTHER_KEY, {"typ": "logout+jwt", "kid": "nope"}),
     "not a JWT": lambda: "not-a-jwt",
 }
@@ -321,7 +328,7 @@ def test_get_gets_405(app: httpx.Client) -> None:
     assert r.status_code == 405 and r.headers["allow"] == "POST"
 
 
-# ---- 4. the store failed: 503, the OP may retry ----------------------------------------------------
+# ---- 4. the store or the OP's keys unavailable: 503, the OP may retry ------------------------------
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
@@ -377,7 +384,88 @@ def test_a_failed_jti_claim_gets_503_and_the_ops_retry_then_succeeds(adapter: st
     assert post(client, raw).status_code == 400  # and now a replay
 
 
-# ---- 5. configuration and the pure checks ----------------------------------------------------------
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_before_the_ops_keys_are_fetched_a_logout_token_gets_503_and_the_ops_retry_works(
+    adapter: str, redis_url: str, redis_client: redis.Redis
+) -> None:
+    """SPEC section 10: before the first good fetch of ``jwks_url``, fail closed with a 503 and
+    ``Retry-After`` (a 400 would tell the OP never to retry), writing nothing, so the OP's retry
+    of the same logout token, once the keys are up, is no replay and ends the session."""
+    port = free_port()  # nothing listens there yet: the OP's JWKS server is down
+    events: list[Any] = []
+    app = middleware(
+        adapter,
+        key=None,
+        jwks_url=f"http://127.0.0.1:{port}/jwks",
+        algorithms=["RS256"],
+        issuer=ISSUER,
+        audience=CLIENT_ID,
+        backchannel_logout_path=PATH,
+        redis_url=redis_url,
+        on_event=events.append,
+    )
+    app.keyset.clock = clock = Clock()  # the retry interval is crossed without sleeping
+    client = http_client(adapter, app)
+    raw = logout_token(rsa_key("a"), {"typ": "logout+jwt", "kid": "a"}, sub="alice", sid="sid-alice")
+
+    r = post(client, raw)
+
+    assert (r.status_code, r.headers["retry-after"], r.headers["content-type"]) == (503, "5", "application/json")
+    assert r.json() == {
+        "error": "temporarily_unavailable",
+        "error_description": "The logout was not recorded; try again",
+    }
+    assert [(e.event, e.outcome) for e in events] == [("backchannel_logout", "keys_unavailable")]
+    assert redis_client.dbsize() == 0  # nothing revoked, and no replay record that would refuse the retry
+
+    jwks = JWKSServer(port=port)  # the OP's keys come up, with kid "a"
+    try:
+        clock.advance(app.keyset.unready_interval)
+        alice = access_token("alice", "sid-alice", rsa_key("a"), "a")
+        alice_elsewhere = access_token("alice", "sid-other", rsa_key("a"), "a")
+        r = post(client, raw)  # the OP's retry: the same logout token
+        assert (r.status_code, r.json()) == (200, {"message": "Logged out"}), r.text
+        assert client.get("/me", headers=bearer(alice)).status_code == 401
+        assert client.get("/me", headers=bearer(alice_elsewhere)).status_code == 200
+        assert post(client, raw).status_code == 400  # and now it is a replay
+    finally:
+        jwks.stop()
+
+
+# ---- 5. how long the replay record lives: no longer than max_token_lifetime -----------------------
+
+LIFETIME = 3600  # max_token_lifetime of the app below
+LEEWAY = 30  # the default leeway
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_an_exp_past_max_token_lifetime_gets_400_and_the_replay_record_lives_no_longer(
+    adapter: str, redis_client: redis.Redis, request: pytest.FixtureRequest
+) -> None:
+    """A logout token's jti is remembered until its exp: an exp 10 years away would keep that record
+    (a Redis key's TTL) 10 years. The bound is the guard's for any token: now + max_token_lifetime
+    (+ leeway, a clock running ahead)."""
+    client = guarded(adapter, "redis", request, max_token_lifetime=LIFETIME)
+    alice = access_token("alice", "sid-alice")
+    refused = "the logout token's exp is further away than max_token_lifetime (3600 s)"
+    for ahead in (LIFETIME + LEEWAY + 5, 10 * 365 * 86400):
+        r = post(client, logout_token(exp=int(time.time()) + ahead, sid="sid-alice"))
+        assert (r.status_code, r.json()) == (400, {"error": "invalid_request", "error_description": refused})
+    assert redis_client.dbsize() == 0  # nothing revoked, nothing recorded
+    assert client.get("/me", headers=bearer(alice)).status_code == 200
+
+    jti = "just-under-the-bound"
+    record = bucket_key("signout", ISSUER, None, None, jti)
+    assert record is not None and record != session_key("signout", ISSUER, "sid-alice")  # its own TTL
+    r = post(client, logout_token(exp=int(time.time()) + LIFETIME + LEEWAY - 5, jti=jti, sid="sid-alice"))
+    assert r.status_code == 200, r.text
+    assert client.get("/me", headers=bearer(alice)).status_code == 401
+    assert redis_client.hexists(record, logout_field(ISSUER, jti))
+    # Kept until exp + leeway, exp at most now + max_token_lifetime + leeway; the script adds 1 s.
+    assert 0 < redis_client.ttl(record) <= LIFETIME + 2 * LEEWAY + 1
+
+
+# ---- 6. configuration and the pure checks ----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -406,17 +494,24 @@ def test_config_errors_name_backchannel_logout_path(kwargs: dict[str, Any]) -> N
     assert raised.value.kwarg == "backchannel_logout_path"
 
 
+def test_check_bounds_exp_by_max_token_lifetime_and_leeway() -> None:
+    now = 1_800_000_000
+    assert check(logout_claims(iat=now, exp=now + 3600 + 30), {}, now, 30, 3600).exp == now + 3630
+    with pytest.raises(InvalidLogoutToken, match="exp is further away than max_token_lifetime"):
+        check(logout_claims(iat=now, exp=now + 3600 + 31), {}, now, 30, 3600)
+
+
 @pytest.mark.parametrize("typ", [None, "logout+jwt", "JWT", "application/logout+jwt"])
 def test_the_typs_a_logout_token_may_carry(typ: str | None) -> None:
     now = time.time()
     header = {} if typ is None else {"typ": typ}
-    assert check(logout_claims(), header, now, 30).jti
+    assert check(logout_claims(), header, now, 30, 3600).jti
 
 
 @pytest.mark.parametrize("typ", ["at+jwt", "id+jwt", "", 7])
 def test_any_other_explicit_typ_is_refused(typ: object) -> None:
     with pytest.raises(InvalidLogoutToken):
-        check(logout_claims(), {"typ": typ}, time.time(), 30)
+        check(logout_claims(), {"typ": typ}, time.time(), 30, 3600)
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)

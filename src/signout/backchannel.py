@@ -60,10 +60,13 @@ class LogoutToken:
 # ---- validation (sans-IO) --------------------------------------------------------------
 
 
-def check(claims: Mapping[str, Any], header: Mapping[str, Any], now: float, leeway: float) -> LogoutToken:
+def check(
+    claims: Mapping[str, Any], header: Mapping[str, Any], now: float, leeway: float, max_lifetime: float
+) -> LogoutToken:
     """The logout token's rules beyond the signature, ``iss`` and ``aud`` (which the verifier
     checked with the configured ``issuer`` and ``audience``): OIDC Back-Channel Logout 1.0
-    section 2.6, steps 3 to 5, and section 2.4's ``typ``."""
+    section 2.6, steps 3 to 5, and section 2.4's ``typ``; and ``exp`` at most ``max_lifetime``
+    (``max_token_lifetime``) ahead of now (+ ``leeway``), as the guard bounds every token's."""
     typ = header.get("typ")
     if typ is not None and (not isinstance(typ, str) or typ.lower().removeprefix("application/") not in _TYPES):
         # Explicit typing (RFC 8725 section 3.11): an access token (at+jwt) or an ID token is no logout token.
@@ -78,6 +81,11 @@ def check(claims: Mapping[str, Any], header: Mapping[str, Any], now: float, leew
         raise InvalidLogoutToken("the logout token needs iat and exp")
     if now > exp + leeway:
         raise InvalidLogoutToken("the logout token has expired")
+    if exp - now > max_lifetime + leeway:
+        # Its jti is remembered until exp (``claim``): a far-future exp would keep that record
+        # (a Redis key's TTL) for years. Section 4 wants logout tokens short-lived ("preferably
+        # at most two minutes"); max_token_lifetime is the bound the guard puts on any token's exp.
+        raise InvalidLogoutToken(f"the logout token's exp is further away than max_token_lifetime ({max_lifetime:g} s)")
     if iat > now + leeway:
         raise InvalidLogoutToken("the logout token was issued in the future")
     if sub is None and sid is None:
@@ -170,7 +178,7 @@ def received(engine: Context, replies: Replies, request: Request, body: bytes | 
     now = s.clock()
     try:
         claims, header = s.verifier.verify_logout(found[0], now)  # KeysMissing goes up: see Engine._keyed
-        token = check(claims, header, now, s.leeway)
+        token = check(claims, header, now, s.leeway, s.max_token_lifetime)
     except TokenError as error:
         return _refused(engine, request, error.description)
     except InvalidLogoutToken as error:
