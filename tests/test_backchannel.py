@@ -142,7 +142,7 @@ def op(oidc_provider: OIDCProvider) -> Iterator[OIDCProvider]:
     oidc_provider.jwks_mode("ok")
 
 
-def op_middleware(op: OIDCProvider, adapter: str, redis_url: str) -> Any:
+def op_middleware(op: OIDCProvider, adapter: str, redis_url: str, **more: Any) -> Any:
     # The OP's access tokens name its resource, its logout tokens the client id: both are ours.
     options: dict[str, Any] = {
         "jwks_url": op.jwks_uri,
@@ -150,14 +150,15 @@ def op_middleware(op: OIDCProvider, adapter: str, redis_url: str) -> Any:
         "audience": [op.resource, op.client_id],
         "backchannel_logout_path": PATH,
         "redis_url": redis_url,
+        **more,
     }
     if adapter == "asgi":
         return SignOutMiddleware(starlette_app(), **options)
     return SignOutWSGIMiddleware(wsgi_app(), **options)
 
 
-def serving(op: OIDCProvider, adapter: str, redis_url: str) -> Any:
-    app = op_middleware(op, adapter, redis_url)
+def serving(op: OIDCProvider, adapter: str, redis_url: str, **more: Any) -> Any:
+    app = op_middleware(op, adapter, redis_url, **more)
     return uvicorn_server(app) if adapter == "asgi" else werkzeug_server(app)
 
 
@@ -176,6 +177,27 @@ def test_the_ops_backchannel_logout_ends_that_session(op: OIDCProvider, adapter:
         r = client.get("/me", headers=bearer(alice.access_token))
         assert r.status_code == 401 and r.json()["message"] == "Token has been revoked"
         assert client.get("/me", headers=bearer(bob.access_token)).status_code == 200
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_backchannel_audience_keeps_the_clients_id_tokens_out_of_the_guard(
+    op: OIDCProvider, adapter: str, redis_url: str
+) -> None:
+    """``audience`` for the API's access tokens, ``backchannel_audience`` for the logout tokens:
+    an ID token (its aud is the client id, and it names no kind) no longer passes the guard."""
+    shared = op_middleware(op, adapter, redis_url)  # audience=[resource, client id]: the ID token gets in
+    alice = op.login("alice")
+    assert alice.sid is not None
+    assert http_client(adapter, shared).get("/me", headers=bearer(alice.id_token)).status_code == 200
+    split = {"audience": op.resource, "backchannel_audience": op.client_id}
+    with serving(op, adapter, redis_url, **split) as address, httpx.Client(base_url=f"http://{address}") as client:
+        refused = client.get("/me", headers=bearer(alice.id_token))
+        assert refused.status_code == 401 and refused.json()["message"] == "Token claim 'aud' is invalid"
+        assert client.get("/me", headers=bearer(alice.access_token)).status_code == 200
+        op.configure(backchannel_logout_uri=f"http://{address}{PATH}")
+        delivery = op.backchannel_logout("alice", alice.sid)  # aud: the client id
+        assert (delivery.ok, delivery.status) == (True, 200), delivery
+        assert client.get("/me", headers=bearer(alice.access_token)).status_code == 401
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
@@ -492,6 +514,34 @@ def test_config_errors_name_backchannel_logout_path(kwargs: dict[str, Any]) -> N
     with pytest.raises(ConfigError) as raised:
         SignOutMiddleware(starlette_app(), **options)
     assert raised.value.kwarg == "backchannel_logout_path"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "accepted"),
+    [
+        ({"audience": None, "backchannel_audience": CLIENT_ID}, True),  # the receiver's audience alone
+        ({"audience": "api", "backchannel_audience": [CLIENT_ID, "other"]}, True),
+        ({"backchannel_logout_path": None, "backchannel_audience": CLIENT_ID}, False),  # nothing to use it for
+        ({"backchannel_audience": ""}, False),
+        ({"backchannel_audience": [CLIENT_ID, 7]}, False),
+    ],
+    ids=["alone", "beside", "no receiver", "empty", "not strings"],
+)
+def test_backchannel_audience_config(kwargs: dict[str, Any], accepted: bool) -> None:
+    options: dict[str, Any] = {
+        "key": PUBLIC_PEM,
+        "algorithms": ["RS256"],
+        "issuer": ISSUER,
+        "audience": CLIENT_ID,
+        "backchannel_logout_path": PATH,
+        **kwargs,
+    }
+    if accepted:
+        SignOutMiddleware(starlette_app(), **options)
+        return
+    with pytest.raises(ConfigError) as raised:
+        SignOutMiddleware(starlette_app(), **options)
+    assert raised.value.kwarg == "backchannel_audience"
 
 
 def test_check_bounds_exp_by_max_token_lifetime_and_leeway() -> None:

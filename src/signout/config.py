@@ -200,6 +200,10 @@ def _refresh_paths(value: object, excluded: tuple[str, ...], routes: tuple[str |
     return paths
 
 
+def _audience(value: str | Iterable[str] | None) -> str | tuple[str, ...] | None:
+    return value if isinstance(value, (str, type(None))) else tuple(value)
+
+
 def _backchannel_path(
     value: object,
     routes: tuple[str | None, ...],
@@ -217,7 +221,9 @@ def _backchannel_path(
         raise ConfigError(kwarg, f"{path!r} is already one of signout's routes or refresh_paths")
     if issuer is None or audience is None:
         raise ConfigError(
-            kwarg, "needs issuer (the OP's issuer) and audience (this app's client id): a logout token names both"
+            kwarg,
+            "needs issuer (the OP's issuer) and audience or backchannel_audience (this app's client id): "
+            "a logout token names both",
         )
     if any(a in HMAC_ALGORITHMS for a in algorithms):
         raise ConfigError(
@@ -275,6 +281,7 @@ def build_settings(
     upstream_logout: Preset | None = None,
     upstream_timeout: float | timedelta = DEFAULT_TIMEOUT,
     backchannel_logout_path: str | None = None,
+    backchannel_audience: str | Iterable[str] | None = None,
 ) -> Settings:
     """Validate every kwarg; raise ``ConfigError`` naming the first bad one.
 
@@ -300,7 +307,11 @@ def build_settings(
         )
     keys = parse_keys(key, algs) if key is not None else ()
     keyset = None if published is None else KeySet(published, algs)
-    claim_checks: tuple[tuple[str, object], ...] = (("audience", audience), ("issuer", issuer))
+    claim_checks: tuple[tuple[str, object], ...] = (
+        ("audience", audience),
+        ("issuer", issuer),
+        ("backchannel_audience", backchannel_audience),
+    )
     for name, value in claim_checks:
         listed = value is not None and not isinstance(value, str)
         if listed and (not isinstance(value, Iterable) or not all(isinstance(v, str) and v for v in value)):
@@ -413,13 +424,17 @@ def build_settings(
     told_within = _seconds("upstream_timeout", upstream_timeout, minimum=0.01)
     if told_within > 30:
         raise ConfigError("upstream_timeout", "must be at most 30 seconds: a logout waits this long for the provider")
+    logout_audience = audience if backchannel_audience is None else backchannel_audience
     backchannel = _backchannel_path(
-        backchannel_logout_path, (logout, logout_all, revoke, *refresh), issuer, audience, algs, user_claim
+        backchannel_logout_path, (logout, logout_all, revoke, *refresh), issuer, logout_audience, algs, user_claim
     )
+    if backchannel is None and backchannel_audience is not None:
+        raise ConfigError("backchannel_audience", "is the logout tokens' audience: it needs backchannel_logout_path")
     verifier = Verifier(
         keys=keys,
         algorithms=algs,
-        audience=audience if isinstance(audience, (str, type(None))) else tuple(audience),
+        audience=_audience(audience),
+        logout_audience=_audience(logout_audience),
         issuer=issuer if isinstance(issuer, (str, type(None))) else tuple(issuer),
         leeway=leeway_s,
         max_lifetime=lifetime,

@@ -67,3 +67,4 @@ class Options(TypedDict, total=False):
     upstream_logout: Preset | None
     upstream_timeout: float | timedelta
     backchannel_logout_path: str | None
+    backchannel_audience: str | Iterable[str] | None

@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from jwt.algorithms import get_default_algorithms
 
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 # is refused before any parsing, so a 64 KB header costs nothing.
 MAX_TOKEN_CHARS = 16384
 # Three base64url segments and nothing else: no padding, whitespace or non-ASCII.
+#: What a token's ``aud`` is checked against (``None``: it must name none).
+Audience: TypeAlias = "str | Sequence[str] | None"
 _SHAPE = re.compile(r"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 
 
@@ -231,6 +233,7 @@ class Verifier:
         audience: str | Sequence[str] | None,
         issuer: str | Sequence[str] | None,
         leeway: float,
+        logout_audience: str | Sequence[str] | None = None,
         max_lifetime: float,
         required: Sequence[str] = ("exp",),
         cache_size: int = 0,
@@ -243,6 +246,9 @@ class Verifier:
         self._keyset = keyset
         self._algorithms = frozenset(algorithms)
         self._audience = audience
+        # A back-channel logout token's aud (the app's client id), when it differs from the
+        # access tokens': then a token for the client (an ID token) never passes the guard.
+        self._logout_audience = audience if logout_audience is None else logout_audience
         self._issuer = issuer
         self.leeway = leeway
         self.max_lifetime = max_lifetime
@@ -287,7 +293,7 @@ class Verifier:
         known = ring.cache.get(raw) if self._cache_size else None
         if known is None:
             try:
-                known = self._parse(*self._signed_claims(ring, raw))
+                known = self._parse(*self._signed_claims(ring, raw, self._audience))
             except (TokenError, KeysMissing):
                 raise
             except Exception as exc:
@@ -319,7 +325,7 @@ class Verifier:
         if keyset is not None and keyset.version != ring.version:
             ring = self._renew(keyset)
         try:
-            claims, _ = self._signed_claims(ring, raw)
+            claims, _ = self._signed_claims(ring, raw, self._logout_audience)
             header = _header(raw[: raw.index(".")])  # its shape was checked: it parses as before
         except (TokenError, KeysMissing):
             raise
@@ -335,7 +341,7 @@ class Verifier:
             except KeyError:
                 break
 
-    def _signed_claims(self, ring: _Keyring, raw: str) -> tuple[dict[str, Any], str | None]:
+    def _signed_claims(self, ring: _Keyring, raw: str, audience: Audience) -> tuple[dict[str, Any], str | None]:
         """The claims of a token whose signature verifies, and the kind its header names."""
         if len(raw) > self._max_chars or _SHAPE.fullmatch(raw) is None:
             raise MalformedToken()
@@ -350,7 +356,7 @@ class Verifier:
                 plans.clear()
             plans[head] = plan
         try:
-            return self._decode(raw, plan[0], plan[1]), plan[2]
+            return self._decode(raw, plan[0], plan[1], audience), plan[2]
         except BadSignature:
             if plan[3]:  # no candidate verified, and the key set may hold the right key after a fetch
                 raise self._missing(ring) from None
@@ -391,7 +397,7 @@ class Verifier:
             return keyset.unavailable()
         return UnknownKey()
 
-    def _decode(self, raw: str, alg: str, candidates: Sequence[VerificationKey]) -> dict[str, Any]:
+    def _decode(self, raw: str, alg: str, candidates: Sequence[VerificationKey], audience: Audience) -> dict[str, Any]:
         """Check the signature with PyJWT's algorithm objects and the keys prepared at construction.
 
         ``jwt.decode`` would re-run ``prepare_key`` and a per-character base64
@@ -419,10 +425,10 @@ class Verifier:
             raise MalformedToken() from exc
         if not isinstance(claims, dict):
             raise MalformedToken()
-        self._check_audience_and_issuer(claims)
+        self._check_audience_and_issuer(claims, audience)
         return claims
 
-    def _check_audience_and_issuer(self, claims: Mapping[str, Any]) -> None:
+    def _check_audience_and_issuer(self, claims: Mapping[str, Any], audience: Audience) -> None:
         """RFC 7519 4.1.1 and 4.1.3, as PyJWT checks them.
 
         With no ``audience``, a token that names one is refused, as PyJWT refuses it
@@ -430,7 +436,7 @@ class Verifier:
         a token minted for another service is not one of ours. An empty or null
         ``aud`` names no audience, and PyJWT lets it pass; so does this.
         """
-        if self._audience is None:
+        if audience is None:
             if claims.get("aud"):
                 raise InvalidClaim("aud", "names an audience, and no audience is configured")
         else:
@@ -440,7 +446,7 @@ class Verifier:
             presented = [aud] if isinstance(aud, str) else aud
             if not isinstance(presented, list) or not all(isinstance(a, str) for a in presented):
                 raise InvalidClaim("aud")
-            wanted = {self._audience} if isinstance(self._audience, str) else set(self._audience)
+            wanted = {audience} if isinstance(audience, str) else set(audience)
             if wanted.isdisjoint(presented):
                 raise InvalidClaim("aud")
         if self._issuer is not None:
