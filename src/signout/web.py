@@ -93,17 +93,27 @@ def bearer_token(headers: Headers) -> str | None:
     credential without a usable token, or for more than one Bearer
     credential, which a proxy and an app might pick differently.
     """
-    values = [v for k, v in headers if k == b"authorization"]
-    if not values:
+    value = None
+    for k, v in headers:  # a loop, not a list: this runs on every guarded request
+        if k == b"authorization":
+            if value is not None:
+                return _bearer_of_many([v for k, v in headers if k == b"authorization"])
+            value = v
+    if value is None:
         return None
-    if len(values) == 1 and b"," not in values[0]:
-        # The usual header: one credential, so no list to split.
-        parts = values[0].split()
-        if not parts or parts[0].lower() != b"bearer":
-            return None
-        if len(parts) != 2:
-            raise BadAuthorization()
-        return parts[1].decode("latin-1")
+    if b"," in value:
+        return _bearer_of_many([value])
+    # The usual header: one credential, so no list to split.
+    parts = value.split()
+    if not parts or parts[0].lower() != b"bearer":
+        return None
+    if len(parts) != 2:
+        raise BadAuthorization()
+    return parts[1].decode("latin-1")
+
+
+def _bearer_of_many(values: list[bytes]) -> str | None:
+    """``bearer_token`` for several headers, or credentials joined by commas."""
     found: list[bytes] = []
     malformed = False
     for value in values:
