@@ -100,17 +100,26 @@ def unsigned(alg: str, claims: dict[str, Any], secret: bytes = b"") -> str:
 # ---- the app behind either adapter, with static keys ----------------------------------------------
 
 
+def receiver_app(adapter: str, **kwargs: Any) -> Any:
+    """The app behind ``adapter`` with the receiver at ``PATH``: the OP's static public key,
+    its issuer and the client id as the audience, unless ``kwargs`` say otherwise."""
+    options: dict[str, Any] = {
+        "key": PUBLIC_PEM,
+        "algorithms": ["RS256"],
+        "issuer": ISSUER,
+        "audience": CLIENT_ID,
+        "backchannel_logout_path": PATH,
+        **kwargs,
+    }
+    return middleware(adapter, **options)
+
+
 def guarded(adapter: str, store: str, request: pytest.FixtureRequest, **kwargs: Any) -> httpx.Client:
     where: dict[str, Any] = (
         {"redis_url": request.getfixturevalue("redis_url")} if store == "redis" else {"store": MemoryStore(warn=False)}
     )
-    app = middleware(
+    app = receiver_app(
         adapter,
-        key=PUBLIC_PEM,
-        algorithms=["RS256"],
-        issuer=ISSUER,
-        audience=CLIENT_ID,
-        backchannel_logout_path=PATH,
         **{**where, **kwargs},
     )
     client: httpx.Client = http_client(adapter, app)
@@ -355,13 +364,8 @@ def test_get_gets_405(app: httpx.Client) -> None:
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
 def test_a_store_down_gets_503_with_retry_after(adapter: str, dead_url: str) -> None:
-    app = middleware(
+    app = receiver_app(
         adapter,
-        key=PUBLIC_PEM,
-        algorithms=["RS256"],
-        issuer=ISSUER,
-        audience=CLIENT_ID,
-        backchannel_logout_path=PATH,
         redis_url=dead_url,
     )
     r = post(http_client(adapter, app), logout_token())
@@ -388,13 +392,8 @@ def test_a_failed_jti_claim_gets_503_and_the_ops_retry_then_succeeds(adapter: st
     store = _ClaimsFail(warn=False)
     client = http_client(
         adapter,
-        middleware(
+        receiver_app(
             adapter,
-            key=PUBLIC_PEM,
-            algorithms=["RS256"],
-            issuer=ISSUER,
-            audience=CLIENT_ID,
-            backchannel_logout_path=PATH,
             store=store,
         ),
     )
@@ -503,16 +502,8 @@ def test_an_exp_past_max_token_lifetime_gets_400_and_the_replay_record_lives_no_
     ids=["no issuer", "no audience", "HMAC", "bad path", "clashes", "user_claim"],
 )
 def test_config_errors_name_backchannel_logout_path(kwargs: dict[str, Any]) -> None:
-    options: dict[str, Any] = {
-        "key": PUBLIC_PEM,
-        "algorithms": ["RS256"],
-        "issuer": ISSUER,
-        "audience": CLIENT_ID,
-        "backchannel_logout_path": PATH,
-        **kwargs,
-    }
     with pytest.raises(ConfigError) as raised:
-        SignOutMiddleware(starlette_app(), **options)
+        receiver_app("asgi", **kwargs)
     assert raised.value.kwarg == "backchannel_logout_path"
 
 
@@ -528,19 +519,11 @@ def test_config_errors_name_backchannel_logout_path(kwargs: dict[str, Any]) -> N
     ids=["alone", "beside", "no receiver", "empty", "not strings"],
 )
 def test_backchannel_audience_config(kwargs: dict[str, Any], accepted: bool) -> None:
-    options: dict[str, Any] = {
-        "key": PUBLIC_PEM,
-        "algorithms": ["RS256"],
-        "issuer": ISSUER,
-        "audience": CLIENT_ID,
-        "backchannel_logout_path": PATH,
-        **kwargs,
-    }
     if accepted:
-        SignOutMiddleware(starlette_app(), **options)
+        assert isinstance(receiver_app("asgi", **kwargs), SignOutMiddleware)
         return
     with pytest.raises(ConfigError) as raised:
-        SignOutMiddleware(starlette_app(), **options)
+        receiver_app("asgi", **kwargs)
     assert raised.value.kwarg == "backchannel_audience"
 
 
@@ -569,13 +552,8 @@ def test_each_delivery_is_an_audit_event_without_the_token(adapter: str, caplog:
     events: list[Any] = []
     client = http_client(
         adapter,
-        middleware(
+        receiver_app(
             adapter,
-            key=PUBLIC_PEM,
-            algorithms=["RS256"],
-            issuer=ISSUER,
-            audience=CLIENT_ID,
-            backchannel_logout_path=PATH,
             store=MemoryStore(warn=False),
             on_event=events.append,
         ),
