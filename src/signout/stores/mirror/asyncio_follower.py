@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,7 +34,10 @@ class AsyncioFollower(Follower):
         self._connect = connect
         self._stopping = False
         self.loop = asyncio.get_running_loop()
-        self.task = self.loop.create_task(self._run(), name="signout-mirror")
+        if sys.version_info >= (3, 11):
+            self.task: asyncio.Task[None] = self.loop.create_task(self._run(), name="signout-mirror")
+        else:  # pragma: no cover - Python 3.10: see _check_cancelled
+            self.task = _TeardownNotingTask(self._run(), loop=self.loop, name="signout-mirror")
 
     def in_sync(self) -> bool:
         # A loop that stopped or closed runs no follower: its copy is stale from that moment on.
@@ -68,10 +72,12 @@ class AsyncioFollower(Follower):
         runs: the call returns and the request stays pending, so a follower
         that went on would follow for ever, and hang a shutdown that waits
         for it (``asyncio.run``'s). Python 3.10 has no ``Task.cancelling``:
-        there only ``stop()``'s flag tells.
+        there ``stop()``'s flag tells, and so does a cancel from a loop's
+        teardown, which never calls ``stop()`` (``_TeardownNotingTask``).
         """
-        cancelling = getattr(asyncio.current_task(), "cancelling", None)
-        if self._stopping or (cancelling is not None and cancelling()):
+        task = asyncio.current_task()
+        cancelling = getattr(task, "cancelling", None)
+        if self._stopping or (cancelling is not None and cancelling()) or getattr(task, "torn_down", False):
             raise asyncio.CancelledError
 
     def _on_own_loop(self) -> bool:
@@ -180,3 +186,23 @@ class _CountingAsyncPubSub(redis.asyncio.client.PubSub):
     async def on_connect(self, connection: Any) -> None:
         self.connects += 1
         await super().on_connect(connection)
+
+
+if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
+
+    class _TeardownNotingTask(asyncio.Task):  # type: ignore[type-arg]
+        """Notes a cancel made while its loop is not running: a teardown's (``asyncio.run``,
+        anyio's runner, uvicorn without lifespan cancel what is left between two runs of the loop).
+
+        Python 3.10's ``asyncio.wait_for``, which redis-py sends each command through when
+        ``socket_timeout`` is set, returns normally when the cancel lands as the write completes
+        (bpo-42130), and 3.10 has no ``Task.cancelling()`` to tell afterwards. Cancels made while
+        the loop runs are not noted: async_timeout's own (a read's timeout) are among them.
+        """
+
+        torn_down = False
+
+        def cancel(self, msg: Any = None) -> bool:
+            if not self.get_loop().is_running():
+                self.torn_down = True
+            return super().cancel(msg)
