@@ -8,25 +8,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, cast
 
+# The ASGI types are signout.asgi's too (the examples type their apps with them).
+from .asgi_messages import Message as Message
+from .asgi_messages import Receive as Receive
+from .asgi_messages import Scope as Scope
+from .asgi_messages import Send as Send
+from .asgi_messages import read_body, refuse_websocket, replay, send_http
 from .errors import StoreError
 from .layout import Lookup
 from .options import Options
-from .steps import Claim, Fetch, Keys, Pass, Read, Respond, Row, Step, Unread, Upstream, Written
+from .steps import Claim, Fetch, Keys, Pass, Read, Respond, Row, Step, Upstream, Written
 from .upstream import outcome_async
-from .web import Answer, Request
+from .web import Request
 from .wiring import CLAIMS_KEY, REVOKER_KEY, Adapter
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("signout")
@@ -103,14 +104,14 @@ class SignOutMiddleware(Adapter):
             if step.token is not None:
                 scope[CLAIMS_KEY] = step.token.app_claims()
             if held:
-                receive = _replay(held, receive)
+                receive = replay(held, receive)
             if step.after is not None:
                 send = self._after(step.after, send)
             await self.app(scope, receive, send)
         elif kind == "http":
-            await _send_http(cast(Respond, step).answer, send)
+            await send_http(cast(Respond, step).answer, send)
         else:
-            await _refuse_websocket(cast(Respond, step).answer, scope, send)
+            await refuse_websocket(cast(Respond, step).answer, scope, send)
 
     def _closing(self, send: Send) -> Send:
         """``send`` that asks the store once when the app has started (a store that cannot answer
@@ -158,7 +159,7 @@ class SignOutMiddleware(Adapter):
         while not isinstance(step, (Pass, Respond)):
             if isinstance(step, Read):
                 assert receive is not None  # the engine reads bodies only while judging a request
-                step = step.resume(await _read_body(receive, step.limit, held))
+                step = step.resume(await read_body(receive, step.limit, held))
                 continue
             if isinstance(step, Keys):
                 await step.keyset.refresh()  # off the loop; never raises; bounded by the fetch's timeout
@@ -194,54 +195,8 @@ class SignOutMiddleware(Adapter):
                 step = await self._drive(after(), None, [])
                 if isinstance(step, Respond):
                     replaced = True
-                    await _send_http(step.answer, send)
+                    await send_http(step.answer, send)
                     return
             await send(message)
 
         return sending
-
-
-async def _read_body(receive: Receive, limit: int, held: list[Message]) -> bytes | Unread:
-    """The request body, or ``Unread.TOO_LARGE`` once it passes ``limit`` (read no further); every
-    message received is kept in ``held``, so the app can be handed them as they came (``_replay``)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        held.append(message)
-        if message["type"] != "http.request":  # http.disconnect
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return Unread.TOO_LARGE
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(held: list[Message], receive: Receive) -> Receive:
-    """``receive`` that first hands back what signout read, message by message, then the rest."""
-    queue = deque(held)
-
-    async def replay() -> Message:
-        if queue:
-            return queue.popleft()
-        return await receive()
-
-    return replay
-
-
-async def _send_http(answer: Answer, send: Send) -> None:
-    await send({"type": "http.response.start", "status": answer.status, "headers": list(answer.headers)})
-    await send({"type": "http.response.body", "body": answer.body})
-
-
-async def _refuse_websocket(answer: Answer, scope: Scope, send: Send) -> None:
-    # Refuse before accept. With the ASGI "websocket.http.response" extension
-    # the client gets our real 401/503; without it the server answers 403.
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        await send({"type": "websocket.http.response.start", "status": answer.status, "headers": list(answer.headers)})
-        await send({"type": "websocket.http.response.body", "body": answer.body})
-    else:
-        await send({"type": "websocket.close", "code": 1008 if answer.status == 401 else 1011})
