@@ -280,3 +280,11 @@ def test_the_way_back_needs_a_path_of_its_own() -> None:
         RPInitiated(END_SESSION, "shop", APP + "/", STATE_SECRET)
     with pytest.raises(ConfigError, match="post_logout_redirect_uri must be an https:// URL"):
         RPInitiated(END_SESSION, "shop", "http://app.example/auth/logged-out", STATE_SECRET)
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_the_way_back_may_not_be_one_of_signouts_routes(adapter: str) -> None:
+    taken = RPInitiated(END_SESSION, "shop", f"{APP}/auth/logout", STATE_SECRET)
+    with pytest.raises(ConfigError, match="post_logout_redirect_uri's path '/auth/logout' is already") as error:
+        app_with(adapter, taken)
+    assert error.value.kwarg == "upstream_logout"

@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .keys import HMAC_ALGORITHMS, parse_algorithms, parse_keys
 from .keyset import KeySet
 from .tokens import MAX_TOKEN_CHARS, Verifier
-from .upstream import DEFAULT_TIMEOUT, PRESETS, Preset
+from .upstream import DEFAULT_TIMEOUT, PRESETS, Preset, RPInitiated
 from .web import deletion_cookie, https_url, path_matches
 from .web import origin_of as _origin
 
@@ -430,6 +430,13 @@ def build_settings(
     )
     if backchannel is None and backchannel_audience is not None:
         raise ConfigError("backchannel_audience", "is the logout tokens' audience: it needs backchannel_logout_path")
+    if isinstance(upstream_logout, RPInitiated):
+        back = urlsplit(upstream_logout.post_logout_redirect_uri).path
+        if back in (logout, logout_all, revoke, backchannel, *refresh):
+            raise ConfigError(
+                "upstream_logout",
+                f"RPInitiated post_logout_redirect_uri's path {back!r} is already one of signout's routes",
+            )
     verifier = Verifier(
         keys=keys,
         algorithms=algs,
