@@ -514,13 +514,18 @@ def test_config_errors_name_backchannel_logout_path(kwargs: dict[str, Any]) -> N
         ({"audience": "api", "backchannel_audience": [CLIENT_ID, "other"]}, True),
         ({"backchannel_logout_path": None, "backchannel_audience": CLIENT_ID}, False),  # nothing to use it for
         ({"backchannel_audience": ""}, False),
+        ({"backchannel_audience": []}, False),  # would refuse every logout token
         ({"backchannel_audience": [CLIENT_ID, 7]}, False),
+        ({"backchannel_audience": (a for a in [CLIENT_ID])}, True),  # read once, not emptied by the checks
     ],
-    ids=["alone", "beside", "no receiver", "empty", "not strings"],
+    ids=["alone", "beside", "no receiver", "empty", "empty list", "not strings", "generator"],
 )
 def test_backchannel_audience_config(kwargs: dict[str, Any], accepted: bool) -> None:
     if accepted:
-        assert isinstance(receiver_app("asgi", **kwargs), SignOutMiddleware)
+        app = receiver_app("asgi", **kwargs)
+        assert isinstance(app, SignOutMiddleware)
+        r = post(http_client("asgi", app), logout_token())  # the client id is the logout token's aud
+        assert r.status_code == 200, r.text
         return
     with pytest.raises(ConfigError) as raised:
         receiver_app("asgi", **kwargs)

@@ -591,3 +591,20 @@ def test_two_apps_on_one_redis_single_sign_out(redis_url: str, make_token: Token
         assert app.get("/me", headers=bearer(carol)).status_code == 200
     fresh = make_token(sid="again", jti="a1", iat=int(time.time()) + 2)
     assert blog.get("/me", headers=bearer(fresh)).status_code == 200
+
+
+def test_logout_everywhere_with_nothing_to_look_up_is_a_400_not_a_500(redis_url: str, make_token: TokenFactory) -> None:
+    """require_revocable=False lets a token with no sub, sid or jti through; logout-all then has
+    no store lookup to make, and must answer, over a warm connection too (the reader got an
+    empty read once, and raised IndexError: a 500)."""
+    from starlette.testclient import TestClient
+
+    from signout import SignOutMiddleware
+
+    from .apps import starlette_app
+
+    app = SignOutMiddleware(starlette_app(), key=SECRET, redis_url=redis_url, require_revocable=False)
+    with TestClient(app, base_url="https://app.test") as c:  # one loop: the connection stays warm
+        assert c.get("/me", headers=bearer(make_token())).status_code == 200
+        r = c.get("/auth/logout-all", headers=bearer(make_token(sub=None, sid=None, jti=None)))
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request"

@@ -447,10 +447,14 @@ def test_rfc7009_revokes_the_ops_opaque_refresh_token_there(
         r = client.post("/auth/logout", headers=headers, json={"refresh": refresh})
     else:
         r = client.post("/auth/logout", headers={**headers, "Cookie": f"refresh_token={refresh}"})
+    if not headers:
+        # No token that verified beside it: signout sends the OP nothing on an unknown string's word.
+        assert r.status_code == 200 and r.json()["upstream"] == "skipped", r.text
+        assert op.introspect(refresh)["active"] is True
+        return
     assert r.status_code == 200 and r.json()["upstream"] == "ok", r.text
     assert op.introspect(refresh)["active"] is False
-    if headers:
-        assert client.get("/me", headers=bearer(login.access_token)).status_code == 401  # and here
+    assert client.get("/me", headers=bearer(login.access_token)).status_code == 401  # and here
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
@@ -467,7 +471,7 @@ def test_an_opaque_refresh_token_with_odd_bytes_is_never_sent(
     preset = RFC7009("https://op.example/revoke", CLIENT_ID, CLIENT_SECRET, token="refresh")
     app = middleware(adapter, store=MemoryStore(warn=False), upstream_logout=preset, refresh_cookie_path="/auth")
     client = http_client(adapter, app)
-    for cookie in ('refresh_token="a b"', "refresh_token=" + "x" * 20000):
+    for cookie in ('refresh_token="a b"', "refresh_token=" + "x" * 20000, "refresh_token=a.b.c=", "refresh_token=x.y"):
         r = client.post("/auth/logout", headers={**bearer(make_token()), "Cookie": cookie})
         assert r.status_code == 200 and r.json()["upstream"] == "skipped", cookie
     r = client.post("/auth/logout", headers={**bearer(make_token()), "Cookie": "refresh_token=opaque-1"})

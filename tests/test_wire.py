@@ -209,6 +209,16 @@ def test_password_and_acl_user() -> None:
             for raised in (sync_error, async_error):
                 assert kind in str(raised.value)
                 assert PASSWORD not in str(raised.value) and "reader-pw" not in str(raised.value)
+        # Through the store, sync and async, the error names it (never its password).
+        for url, kind in bad.items():
+            store = RedisStore(url, timeout=1)
+            with pytest.raises(StoreError) as sync_error:
+                store.fetch_sync([Lookup("k", (b"f",))], 0)
+            with pytest.raises(StoreError) as async_error:
+                asyncio.run(store.fetch([Lookup("k", (b"f",)), Lookup("k", (b"f",))], 0))
+            for raised in (sync_error, async_error):
+                assert kind in str(raised.value) and raised.value.where == store.where, url
+            store.close()
         admin.close()
 
 

@@ -93,7 +93,7 @@ class SignOutMiddleware(Adapter):
             scope.get("scheme", "http"),
         )
         step = self.engine.start(request)
-        if read is not None and type(step) is Fetch and step.lookups is read[0]:
+        if read is not None and type(step) is Fetch and step.lookups == read[0]:
             answer = read[1]
             step = self.failed(step, answer) if isinstance(answer, StoreError) else step.resume(answer)
         held: list[Message] = []  # what a Read took from receive, to hand the app unchanged

@@ -200,8 +200,22 @@ def _refresh_paths(value: object, excluded: tuple[str, ...], routes: tuple[str |
     return paths
 
 
-def _audience(value: str | Iterable[str] | None) -> str | tuple[str, ...] | None:
-    return value if isinstance(value, (str, type(None))) else tuple(value)
+def _claim_values(kwarg: str, value: object) -> str | tuple[str, ...] | None:
+    """``audience``, ``issuer``, ``backchannel_audience``: a string, or a non-empty list of them,
+    read once (a generator would be empty the second time), or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value:
+            raise ConfigError(kwarg, "may not be empty; use None to skip the check")
+        return value
+    values = tuple(value) if isinstance(value, Iterable) else None
+    if values is None or not all(isinstance(v, str) and v for v in values):
+        raise ConfigError(kwarg, "must be a string or a list of strings")
+    if not values:
+        # An empty list would accept no token at all (and a receiver no logout token).
+        raise ConfigError(kwarg, "may not be an empty list; use None to skip the check")
+    return values
 
 
 def _backchannel_path(
@@ -307,17 +321,9 @@ def build_settings(
         )
     keys = parse_keys(key, algs) if key is not None else ()
     keyset = None if published is None else KeySet(published, algs)
-    claim_checks: tuple[tuple[str, object], ...] = (
-        ("audience", audience),
-        ("issuer", issuer),
-        ("backchannel_audience", backchannel_audience),
-    )
-    for name, value in claim_checks:
-        listed = value is not None and not isinstance(value, str)
-        if listed and (not isinstance(value, Iterable) or not all(isinstance(v, str) and v for v in value)):
-            raise ConfigError(name, "must be a string or a list of strings")
-        if value == "":
-            raise ConfigError(name, "may not be empty; use None to skip the check")
+    audience = _claim_values("audience", audience)
+    issuer = _claim_values("issuer", issuer)
+    backchannel_audience = _claim_values("backchannel_audience", backchannel_audience)
     leeway_s = int(_seconds("leeway", leeway, minimum=0, integral=True))
     lifetime = int(_seconds("max_token_lifetime", max_token_lifetime, minimum=60, integral=True))
     if not isinstance(key_prefix, str) or not _PREFIX.match(key_prefix):
@@ -440,9 +446,9 @@ def build_settings(
     verifier = Verifier(
         keys=keys,
         algorithms=algs,
-        audience=_audience(audience),
-        logout_audience=_audience(logout_audience),
-        issuer=issuer if isinstance(issuer, (str, type(None))) else tuple(issuer),
+        audience=audience,
+        logout_audience=logout_audience,
+        issuer=issuer,
         leeway=leeway_s,
         max_lifetime=lifetime,
         required=required,

@@ -22,7 +22,7 @@ from .csrf import refusal
 from .errors import TokenError
 from .layout import Write
 from .steps import Commit, Read, Respond, Row, Step, Unread, Upstream, Written
-from .tokens import Source, Token, looks_like_jwt
+from .tokens import Source, Token
 from .upstream import Outcome, RPInitiated
 from .web import Answer, Request, query_param
 
@@ -34,7 +34,7 @@ _UPSTREAM_SOURCES = {
     "refresh": (Source.REFRESH_COOKIE, Source.REFRESH_BODY),
 }
 # An opaque token as RFC 6749 allows it (VSCHAR, printable ASCII without space): nothing that
-# could break the form it is sent in, or a log line.
+# could break the form it is sent in.
 _OPAQUE = re.compile(r"[\x21-\x7e]+")
 
 
@@ -130,7 +130,9 @@ def _upstream_raw(
 
     A refresh token that is not a JWT (``presented``) is the OP's own opaque handle, which
     only the OP can judge (panva's oidc-provider, Keycloak's offline tokens): it is sent
-    as it came, so the OP revokes it. Nothing is revoked here on its word."""
+    as it came, so the OP revokes it, when the same logout presented a token that verified.
+    Without that, anyone could have signout send the OP client-authenticated requests with any
+    string (and fill the calls' worker threads). Nothing is revoked here on its word."""
     preset = engine.settings.upstream_logout
     if preset is None or isinstance(preset, RPInitiated):  # the browser goes to the OP instead
         return None
@@ -138,10 +140,11 @@ def _upstream_raw(
     for token, raw in pairs:
         if token.source in sources and (not engine.check_kinds or token.kind in rules.WANTED[token.source]):
             return raw
-    if preset.token == "refresh":
+    if preset.token == "refresh" and pairs:
         limit = engine.settings.verifier.max_token_chars
         for source, raw in presented:
-            if source in sources and len(raw) <= limit and _OPAQUE.fullmatch(raw) and not looks_like_jwt(raw):
+            # No dot at all: a JWT that failed to verify (or one made to look opaque) never goes.
+            if source in sources and len(raw) <= limit and _OPAQUE.fullmatch(raw) and "." not in raw:
                 return raw
     return None
 
@@ -273,4 +276,6 @@ def _everywhere(
         )
         return _commit(engine, request, name, alive, writes, final, now, _upstream_raw(engine, alive_pairs, presented))
 
+    if not found:  # nothing can revoke these tokens (require_revocable=False): no read to make
+        return checked([])
     return engine.fetch(found, now, checked)

@@ -45,9 +45,9 @@ if TYPE_CHECKING:
 # A JWT is three base64url segments; anything longer than this (``max_token_bytes``)
 # is refused before any parsing, so a 64 KB header costs nothing.
 MAX_TOKEN_CHARS = 16384
-# Three base64url segments and nothing else: no padding, whitespace or non-ASCII.
 #: What a token's ``aud`` is checked against (``None``: it must name none).
 Audience: TypeAlias = "str | Sequence[str] | None"
+# Three base64url segments and nothing else: no padding, whitespace or non-ASCII.
 _SHAPE = re.compile(r"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 
 

@@ -262,33 +262,42 @@ class AsyncReader:
         load those collections are what the latency tail is made of.
         """
         count = len(requests)
+        if count == 0:
+            return []
         payload = encode_hmget(*requests[0]) if count == 1 else b"".join([encode_hmget(*r) for r in requests])
-        conn = self._conn
-        if conn is None or conn.closed:
-            return [to_row(reply) for reply in await self.call(payload, count)]
         try:
-            if count == 1:
-                futures = None
-                last = conn.send_one(payload)
-            else:
-                futures = conn.send(payload, count)
-                last = futures[-1]
-        except ConnectionError:
-            return [to_row(reply) for reply in await self.call(payload, count)]
-        # Replies come in order, and a connection that fails or times out a read does so for
-        # every command written with it: once the last is answered, so are the others.
-        outcome = await last  # cancelled with its caller: the replies are dropped in their turn
-        if outcome is TIMED_OUT:
-            raise self._late()
-        if outcome is LOST:
-            # The connection went away before answering: one more try on a fresh one, as ``call`` does.
-            replies = await self._attempt(payload, count)
-            if replies is None:
-                raise StoreError("redis read failed: connection lost", where=self._where)
-            return [to_row(reply) for reply in replies]
-        if futures is None:
-            return [to_row(outcome)]  # type: ignore[arg-type]  # anything but LOST/TIMED_OUT is a Reply
-        return [to_row(f.result()) for f in futures]  # type: ignore[arg-type]  # answered, as the last was
+            conn = self._conn
+            if conn is None or conn.closed:
+                return [to_row(reply) for reply in await self.call(payload, count)]
+            try:
+                if count == 1:
+                    futures = None
+                    last = conn.send_one(payload)
+                else:
+                    futures = conn.send(payload, count)
+                    last = futures[-1]
+            except ConnectionError:
+                return [to_row(reply) for reply in await self.call(payload, count)]
+            # Replies come in order, and a connection that fails or times out a read does so for
+            # every command written with it: once the last is answered, so are the others.
+            outcome = await last  # cancelled with its caller: the replies are dropped in their turn
+            if outcome is TIMED_OUT:
+                raise self._late()
+            if outcome is LOST:
+                # The connection went away before answering: one more try on a fresh one, as ``call`` does.
+                replies = await self._attempt(payload, count)
+                if replies is None:
+                    raise StoreError("redis read failed: connection lost")
+                return [to_row(reply) for reply in replies]
+            if futures is None:
+                return [to_row(outcome)]  # type: ignore[arg-type]  # anything but LOST/TIMED_OUT is a Reply
+            return [to_row(f.result()) for f in futures]  # type: ignore[arg-type]  # answered, as the last was
+        except StoreError as exc:  # an error reply (NOAUTH, ...) or a lost connection: name the store
+            if exc.where is not None or self._where is None:
+                raise
+            raise StoreError(exc.message, where=self._where, unsure=exc.unsure) from exc.__cause__
+        except (OSError, RuntimeError) as exc:  # these would be a bug, never a 500
+            raise StoreError(f"redis read failed: {describe(exc)}", where=self._where) from exc
 
     async def call(self, payload: bytes, count: int) -> list[Reply]:
         """Send ``count`` pipelined commands; their replies, error replies included, in order."""
