@@ -141,7 +141,9 @@ def test_the_round_trip_through_the_real_op(op: OIDCProvider, adapter: str, redi
     home = c.get(back_from_op(back))
     assert home.status_code == 303 and home.headers["location"] == BYE
     assert home.headers["cache-control"] == "no-store"
-    assert [(e.event, e.outcome) for e in events][-1] == ("upstream_logout", "ok")
+    # A bare redirect: anyone can send a browser here with a state of an anonymous logout.
+    assert "set-cookie" not in home.headers and "clear-site-data" not in home.headers
+    assert [(e.event, e.outcome) for e in events][-1] == ("upstream_logout", "returned")
 
 
 # ---- the way back: only a state signed here, in time, to an allowed place -----------------------
@@ -157,7 +159,7 @@ def test_the_way_back_refuses_states_not_signed_here(adapter: str, make_token: T
     state = query(r.headers["location"])["state"][0]
     assert c.get("/auth/logged-out", params={"state": state}).headers["location"] == "/"  # landing: no return_to
 
-    foreign = RPLogout(rp(secret="another-secret-of-at-least-32-bytes!!"), 16384)
+    foreign = RPLogout(rp(secret="another-secret-of-at-least-32-bytes!!"), 16384, time.time, 30)
     forged = query(foreign.location(BYE, ()))["state"][0]
     for bad in ({"state": state[:-2] + ("AA" if not state.endswith("AA") else "BB")}, {"state": forged}, {}):
         answer = c.get("/auth/logged-out", params=bad)
@@ -177,22 +179,26 @@ def test_the_way_back_refuses_states_not_signed_here(adapter: str, make_token: T
 def test_a_signed_state_naming_a_place_no_logout_allowed_is_refused(adapter: str) -> None:
     # Defense in depth: the secret signs nothing else, but a target is checked again on the way back.
     c = client(adapter, app_with(adapter, rp()))
-    state = query(RPLogout(rp(), 16384).location("https://evil.example/", ()))["state"][0]
+    state = query(RPLogout(rp(), 16384, time.time, 30).location("https://evil.example/", ()))["state"][0]
     r = c.get("/auth/logged-out", params={"state": state})
     assert r.status_code == 400 and "location" not in r.headers
 
 
-def test_a_state_older_than_max_age_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    way = RPLogout(rp(max_age=60), 16384)
-    real = time.time
-    monkeypatch.setattr(time, "time", lambda: real() - 61)
-    old = query(way.location(BYE, ()))["state"][0]
-    monkeypatch.setattr(time, "time", lambda: real() - 59)
-    fresh = query(way.location(BYE, ()))["state"][0]
-    monkeypatch.setattr(time, "time", real)
-    assert way.target(old) is None
-    assert way.target(fresh) == BYE
-    assert way.target("x" * 5000) is None
+def test_a_state_expires_after_max_age_give_or_take_leeway() -> None:
+    now = [1_800_000_000.0]
+    signing = RPLogout(rp(max_age=60), 16384, lambda: now[0], 30)
+    state = query(signing.location(BYE, ()))["state"][0]
+    # Another instance, its clock 20 s behind the one that signed: within leeway, accepted.
+    behind = RPLogout(rp(max_age=60), 16384, lambda: now[0] - 20, 30)
+    assert behind.target(state) == BYE
+    now[0] += 60 + 30  # max_age + leeway: still in time
+    assert signing.target(state) == BYE
+    now[0] += 1
+    assert signing.target(state) is None
+    assert signing.target("x" * 9000) is None
+    # Signed for further ahead than max_age allows (a state of a longer-lived configuration).
+    longer = RPLogout(rp(max_age=3600), 16384, lambda: now[0], 30)
+    assert signing.target(query(longer.location(BYE, ()))["state"][0]) is None
 
 
 # ---- what the logout sends (or not) ---------------------------------------------------------------
@@ -256,10 +262,37 @@ def test_the_way_back_is_signouts_even_with_a_token(adapter: str, make_token: To
 # ---- configuration --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_a_logout_that_could_not_revoke_says_so_on_the_way_to_the_op(adapter: str, make_token: TokenFactory) -> None:
+    c = client(adapter, app_with(adapter, rp(), require_revocable=False))
+    r = c.post("/auth/logout", headers=bearer(make_token(sid=None, jti=None)))  # nothing can end it
+    assert r.status_code == 303 and r.json()["revoked"] is False  # SPEC section 8, kept in the redirect
+
+
+@pytest.mark.parametrize(
+    ("preset", "options"),
+    [
+        (RPInitiated(END_SESSION, "shop", f"{APP}/auth/refresh", STATE_SECRET), {}),  # the refresh cookie's path
+        (RPInitiated(END_SESSION, "shop", BACK, STATE_SECRET, id_token_cookie="refresh_token"), {}),
+        (RPInitiated(END_SESSION, "shop", BACK, STATE_SECRET, id_token_cookie="at"), {"access_cookie": "at"}),
+    ],
+    ids=["refresh path", "refresh cookie", "access cookie"],
+)
+def test_the_way_back_and_the_id_token_cookie_stay_clear_of_signouts_own(
+    preset: RPInitiated, options: dict[str, Any]
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        app_with("asgi", preset, **options)
+    assert error.value.kwarg == "upstream_logout"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"end_session": "http://op.example/session/end"}, "end_session_endpoint must be an https:// URL"),
+        ({"end_session": "https://op.example/session/\x0bend"}, "may not hold spaces or control characters"),
+        ({"landing": "/\t/evil.example"}, "landing must be a path of this app"),
+        ({"landing": "/\\evil.example"}, "landing must be a path of this app"),
         ({"client_id": ""}, "client_id must be a non-empty string"),
         ({"secret": "short"}, "secret must be at least 32 bytes"),
         ({"landing": "//evil.example/"}, "landing must be a path of this app"),
@@ -278,6 +311,8 @@ def test_config_errors(kwargs: dict[str, Any], message: str) -> None:
 def test_the_way_back_needs_a_path_of_its_own() -> None:
     with pytest.raises(ConfigError, match="post_logout_redirect_uri needs a path of its own"):
         RPInitiated(END_SESSION, "shop", APP + "/", STATE_SECRET)
+    with pytest.raises(ConfigError, match="may not be percent-encoded"):
+        RPInitiated(END_SESSION, "shop", APP + "/auth/logged%2Dout", STATE_SECRET)
     with pytest.raises(ConfigError, match="post_logout_redirect_uri must be an https:// URL"):
         RPInitiated(END_SESSION, "shop", "http://app.example/auth/logged-out", STATE_SECRET)
 

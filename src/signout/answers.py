@@ -197,10 +197,18 @@ class Answers:
         """``final`` (a logout's answer) as a 303 to the OP's end-session ``location``: its cookie
         deletions kept, its message in a JSON body with ``"upstream": "redirected"`` (for a client
         that reads it rather than follows it)."""
-        message = final.data.get("message", "Logged out successfully")
-        data = {"message": message, "upstream": "redirected", "location": location}
+        data = {k: v for k, v in final.data.items() if k != "location"}  # "revoked": false stays
+        data.setdefault("message", "Logged out successfully")
+        data.update(upstream="redirected", location=location)
         kept = tuple(h for h in final.headers if h[0] not in _REBUILT and h[0] != b"location")
         return answer(303, data, (b"location", location.encode("utf-8")), *kept)
+
+    @staticmethod
+    def onward(location: str) -> Answer:
+        """A bare 303 (the browser back from the OP): no cookie is cleared and no site data,
+        since anyone can send a browser here with a state signed for an anonymous logout."""
+        headers = ((b"location", location.encode("utf-8")), (b"cache-control", b"no-store"), (b"content-length", b"0"))
+        return Answer(status=303, headers=headers, data={"location": location})
 
     def redirect(self, location: str) -> Answer:
         return Answer(

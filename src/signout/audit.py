@@ -27,7 +27,8 @@ class AuditEvent:
     ``event``: ``logout``, ``logout_all``, ``revocation``, ``rejected``,
     ``csrf_refused``, ``refresh_reuse``, ``refresh`` (a refresh token's use
     not recorded), ``backchannel_logout`` (``signout.backchannel``) or
-    ``upstream_logout`` (the browser back from the OP, ``signout.rp_logout``).
+    ``upstream_logout`` (the browser back from the OP, ``signout.rp_logout``: outcome
+    ``returned``, or ``refused`` for a state not signed here or expired).
     ``outcome``: ``revoked``, ``nothing_revoked``,
     ``invalid_token``, ``invalid_request``, ``unauthenticated``,
     ``invalid_client``, ``store_error``, ``refused``, ``keys_unavailable`` (no usable signing keys

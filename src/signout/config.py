@@ -438,11 +438,14 @@ def build_settings(
         raise ConfigError("backchannel_audience", "is the logout tokens' audience: it needs backchannel_logout_path")
     if isinstance(upstream_logout, RPInitiated):
         back = urlsplit(upstream_logout.post_logout_redirect_uri).path
-        if back in (logout, logout_all, revoke, backchannel, *refresh):
+        if back in (logout, logout_all, revoke, backchannel, refresh_path, *refresh):
             raise ConfigError(
                 "upstream_logout",
                 f"RPInitiated post_logout_redirect_uri's path {back!r} is already one of signout's routes",
             )
+        if upstream_logout.id_token_cookie in (refresh_name, access_name):
+            # The ID token goes into a URL: never an access or refresh token.
+            raise ConfigError("upstream_logout", "RPInitiated id_token_cookie must differ from signout's token cookies")
     verifier = Verifier(
         keys=keys,
         algorithms=algs,

@@ -80,7 +80,11 @@ class Engine:
         self._rotating = settings.refresh_rotation
         preset = settings.upstream_logout
         #: OIDC RP-Initiated Logout (``upstream.RPInitiated``): the redirect to the OP, and its way back.
-        self.rp = RPLogout(preset, settings.verifier.max_token_chars) if isinstance(preset, RPInitiated) else None
+        self.rp = (
+            RPLogout(preset, settings.verifier.max_token_chars, settings.clock, settings.leeway)
+            if isinstance(preset, RPInitiated)
+            else None
+        )
         # Paths quick never judges: signout's routes, and refresh paths (their bodies are read).
         self._routes = (
             frozenset(

@@ -208,8 +208,9 @@ def rp_return(engine: Judge, request: Request) -> Respond:
     if target is None or not (target == engine.rp.preset.landing or engine.settings.redirect_allowed(target)):
         engine.event(request, "upstream_logout", "refused", reason="state missing, invalid or expired")
         return Respond(a.rp_bad_state)
-    engine.event(request, "upstream_logout", "ok")
-    return Respond(a.redirect(target))
+    # "returned", not "ok": signout saw a browser come back with a state it signed, not the OP's logout.
+    engine.event(request, "upstream_logout", "returned")
+    return Respond(a.onward(target))
 
 
 def _commit(

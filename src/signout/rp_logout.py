@@ -12,53 +12,74 @@ browser on (no open redirect through the way back).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlencode, urlsplit
 
-from itsdangerous import BadData, URLSafeTimedSerializer
+from itsdangerous import BadData, URLSafeSerializer
 
 from .tokens import looks_like_jwt
 from .upstream import RPInitiated
 from .web import Headers, cookies
 
+Clock = Callable[[], float]
+
 # Signatures made for this use only: a value signed with the same secret for anything
 # else (a session cookie of the app, say) is not a state here.
 _SALT = "signout.rp-initiated-logout"
+# A state of ours is its target (an allowed redirect, or landing) plus ~60 characters.
+_MAX_STATE = 8192
 
 
 class RPLogout:
     """The redirect to the OP and the check of its way back, for one ``RPInitiated``."""
 
-    def __init__(self, preset: RPInitiated, max_token_chars: int) -> None:
+    def __init__(self, preset: RPInitiated, max_token_chars: int, clock: Clock, leeway: float) -> None:
         self.preset = preset
         #: The path signout answers: ``post_logout_redirect_uri``'s.
         self.path = urlsplit(preset.post_logout_redirect_uri).path
-        self._signer = URLSafeTimedSerializer(preset.secret, salt=_SALT)
+        # Untimed: the state carries its own expiry, judged with the engine's clock and leeway,
+        # so an instance whose clock runs a little behind the one that signed still accepts it.
+        self._signer = URLSafeSerializer(preset.secret, salt=_SALT)
         self._max_token_chars = max_token_chars
+        self._clock = clock
+        self._leeway = leeway
 
     def location(self, target: str | None, headers: Headers) -> str:
         """Where the logout answer sends the browser: the OP's end-session endpoint, with a
-        ``state`` that brings it back to ``target`` (else ``landing``)."""
+        ``state`` that brings it back to ``target`` (else ``landing``) within ``max_age``."""
         p = self.preset
         params = [("client_id", p.client_id)]
         hint = self._id_token(headers)
         if hint is not None:
             params.insert(0, ("id_token_hint", hint))
+        expires = int(self._clock()) + p.max_age
         params += [
             ("post_logout_redirect_uri", p.post_logout_redirect_uri),
-            ("state", self._signer.dumps(target or p.landing)),
+            ("state", self._signer.dumps([target or p.landing, expires])),
         ]
         return f"{p.end_session_endpoint}?{urlencode(params)}"
 
     def target(self, state: str) -> str | None:
         """Where a browser back from the OP goes: the target a ``state`` signed here names,
-        or ``None`` when it was not signed here, was tampered with, or is older than ``max_age``."""
-        if len(state) > 4096:  # a state of ours is ~100 characters plus its target
+        or ``None`` when it was not signed here, was tampered with, or has expired (``max_age``,
+        give or take ``leeway``)."""
+        if len(state) > _MAX_STATE:
             return None
         try:
-            target = self._signer.loads(state, max_age=self.preset.max_age)
+            signed = self._signer.loads(state)
         except BadData:
             return None
-        return target if isinstance(target, str) else None
+        if not (isinstance(signed, list) and len(signed) == 2 and isinstance(signed[0], str)):
+            return None
+        target: str = signed[0]
+        expires = signed[1]
+        if isinstance(expires, bool) or not isinstance(expires, int):
+            return None
+        now = self._clock()
+        # Expired, or signed for further ahead than max_age allows (another key's state, a forgery).
+        if now > expires + self._leeway or expires - now > self.preset.max_age + self._leeway:
+            return None
+        return target
 
     def _id_token(self, headers: Headers) -> str | None:
         """The ID token for ``id_token_hint``: the first value of ``id_token_cookie`` that is

@@ -228,6 +228,7 @@ class RFC7009:
 
 
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +263,14 @@ class RPInitiated:
         _url(name, "end_session_endpoint", self.end_session_endpoint)
         _credential(name, "client_id", self.client_id)
         back = _url(name, "post_logout_redirect_uri", self.post_logout_redirect_uri)
-        if urlsplit(back).path in ("", "/"):
+        for field_name in ("end_session_endpoint", "post_logout_redirect_uri"):
+            if _UNSAFE.search(getattr(self, field_name)):
+                raise ConfigError(_KWARG, f"{name} {field_name} may not hold spaces or control characters")
+        path = urlsplit(back).path
+        if path in ("", "/"):
             raise ConfigError(_KWARG, f"{name} post_logout_redirect_uri needs a path of its own: signout answers it")
+        if "%" in path:
+            raise ConfigError(_KWARG, f"{name} post_logout_redirect_uri's path may not be percent-encoded")
         secret = self.secret.encode() if isinstance(self.secret, str) else self.secret
         if not isinstance(secret, bytes) or len(secret) < 32:
             raise ConfigError(_KWARG, f"{name} secret must be at least 32 bytes: it signs the logout's state")
@@ -276,7 +283,9 @@ class RPInitiated:
             not isinstance(landing, str)
             or not landing.startswith("/")
             or landing.startswith("//")
-            or any(c in landing for c in "\\\r\n\0")
+            or "\\" in landing
+            # Browsers drop tabs and newlines: "/\t/evil.example" would go to //evil.example.
+            or _UNSAFE.search(landing) is not None
         ):
             raise ConfigError(_KWARG, f"{name} landing must be a path of this app, such as '/'")
         if isinstance(self.max_age, bool) or not isinstance(self.max_age, int) or not 10 <= self.max_age <= 3600:
@@ -284,9 +293,7 @@ class RPInitiated:
 
 
 Preset = Casdoor | MubarokahID | CentralAuth | RFC7009 | RPInitiated
-#: The presets whose call signout makes itself (``RPInitiated`` sends the browser instead).
-CALLED = (Casdoor, MubarokahID, CentralAuth, RFC7009)
-PRESETS = (*CALLED, RPInitiated)
+PRESETS = (Casdoor, MubarokahID, CentralAuth, RFC7009, RPInitiated)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
