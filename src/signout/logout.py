@@ -40,8 +40,9 @@ _OPAQUE = re.compile(r"[\x21-\x7e]+")
 
 def logout(engine: Judge, request: Request, *, everywhere: bool) -> Step:
     """``logout_path`` (``everywhere`` false: what the request presents dies) or
-    ``logout_all_path`` (every token of its user); a cookie-authenticated cross-site request
-    is refused first (``signout.csrf``), and ``return_to`` is checked before anything is done."""
+    ``logout_all_path`` (every token of its user). A cookie-authenticated cross-site request is
+    refused first (``signout.csrf``). A ``return_to`` not allowed changes only the answer (400,
+    no redirect; and no trip to the OP with ``RPInitiated``): the tokens still die."""
     s = engine.settings
     a = engine.answers
     name = "logout_all" if everywhere else "logout"
