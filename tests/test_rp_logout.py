@@ -217,6 +217,16 @@ def test_without_an_id_token_the_op_gets_the_client_id(adapter: str, make_token:
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
+def test_an_end_session_endpoint_with_a_query_of_its_own_keeps_it(adapter: str, make_token: TokenFactory) -> None:
+    b2c = "https://tenant.b2clogin.com/tenant.onmicrosoft.com/oauth2/v2.0/logout?p=B2C_1_signin"
+    c = client(adapter, app_with(adapter, rp(b2c)))
+    r = c.post("/auth/logout", headers=bearer(make_token()))
+    assert r.status_code == 303 and r.headers["location"].startswith(b2c + "&")
+    sent = query(r.headers["location"])
+    assert sent["p"] == ["B2C_1_signin"] and sent["client_id"] == ["shop"] and len(sent["state"]) == 1
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
 def test_logout_everywhere_goes_to_the_op_once_done(adapter: str, make_token: TokenFactory) -> None:
     events: list[AuditEvent] = []
     c = client(adapter, app_with(adapter, rp(), events))
@@ -290,6 +300,8 @@ def test_the_way_back_and_the_id_token_cookie_stay_clear_of_signouts_own(
     ("kwargs", "message"),
     [
         ({"end_session": "http://op.example/session/end"}, "end_session_endpoint must be an https:// URL"),
+        ({"end_session": "https://op.example/session/end#x"}, "without fragment or credentials"),
+        ({"end_session": "https://u:p@op.example/session/end"}, "without fragment or credentials"),
         ({"end_session": "https://op.example/session/\x0bend"}, "may not hold spaces or control characters"),
         ({"landing": "/\t/evil.example"}, "landing must be a path of this app"),
         ({"landing": "/\\evil.example"}, "landing must be a path of this app"),

@@ -57,7 +57,8 @@ class RPLogout:
             ("post_logout_redirect_uri", p.post_logout_redirect_uri),
             ("state", self._signer.dumps([target or p.landing, expires])),
         ]
-        return f"{p.end_session_endpoint}?{urlencode(params)}"
+        joiner = "&" if "?" in p.end_session_endpoint else "?"  # the OP's own query stays first
+        return f"{p.end_session_endpoint}{joiner}{urlencode(params)}"
 
     def target(self, state: str) -> str | None:
         """Where a browser back from the OP goes: the target a ``state`` signed here names,

@@ -90,16 +90,21 @@ class Call:
         return f"answered status {data.get('status') if isinstance(data, dict) else None!r}: {msg!r}"
 
 
-def _url(preset: str, name: str, value: object) -> str:
-    """An https URL; plain http only to a loopback host (the token would travel in the clear)."""
+def _url(preset: str, name: str, value: object, *, query: bool = False) -> str:
+    """An https URL; plain http only to a loopback host (the token would travel in the clear).
+    No fragment or credentials; a query only where ``query`` says the provider's URL may hold one."""
     usage = f"{preset} {name} must be an https:// URL"
-    return https_url(
+    url = https_url(
         _KWARG,
         value,
-        usage=f"{usage} without query, fragment or credentials",
+        usage=f"{usage} without {'' if query else 'query, '}fragment or credentials",
         clear=f"{usage} (plain http:// only to a loopback host such as 127.0.0.1): tokens would travel in clear",
-        bare=True,
+        bare=not query,
     )
+    parts = urlsplit(url)
+    if parts.fragment or parts.username or parts.password:
+        raise ConfigError(_KWARG, f"{usage} without fragment or credentials, not {url!r}")
+    return url
 
 
 def _credential(preset: str, name: str, value: object) -> str:
@@ -260,7 +265,8 @@ class RPInitiated:
 
     def __post_init__(self) -> None:
         name = "RPInitiated"
-        _url(name, "end_session_endpoint", self.end_session_endpoint)
+        # A query is the OP's own (Azure AD B2C names its policy there: "?p=B2C_1_signin").
+        _url(name, "end_session_endpoint", self.end_session_endpoint, query=True)
         _credential(name, "client_id", self.client_id)
         back = _url(name, "post_logout_redirect_uri", self.post_logout_redirect_uri)
         for field_name in ("end_session_endpoint", "post_logout_redirect_uri"):
