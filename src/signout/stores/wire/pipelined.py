@@ -243,7 +243,7 @@ class AsyncReader:
 
     def __init__(self, address: Address, *, timeout: float, coalesce: bool = True, where: str | None = None) -> None:
         self._address = address
-        self._where = where  # the store's address for its errors (``StoreError.where``)
+        self._where = where  # the store's address, put on every error hmget_many raises
         self._timeout = timeout
         self._coalesce = coalesce
         self._conn: _Connection | None = None
@@ -307,7 +307,7 @@ class AsyncReader:
             # socket, a hung server): one more try on a fresh one, never a loop.
             replies = await self._attempt(payload, count)
             if replies is None:
-                raise StoreError("redis read failed: connection lost", where=self._where)
+                raise StoreError("redis read failed: connection lost")
         return replies
 
     async def _attempt(self, payload: bytes, count: int) -> list[Reply] | None:
@@ -335,7 +335,7 @@ class AsyncReader:
         return replies
 
     def _late(self) -> StoreError:
-        return StoreError(f"redis read failed: no answer within store_timeout={self._timeout:g} s", where=self._where)
+        return StoreError(f"redis read failed: no answer within store_timeout={self._timeout:g} s")
 
     async def _connect(self) -> _Connection:
         # Everyone who finds the connection gone shares one attempt: one connection, not N.
@@ -360,7 +360,7 @@ class AsyncReader:
         try:
             return await asyncio.wait_for(self._open_now(), self._timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise StoreError(f"redis connect failed: {describe(exc)}", where=self._where) from None
+            raise StoreError(f"redis connect failed: {describe(exc)}") from None
 
     async def _open_now(self) -> _Connection:
         loop = asyncio.get_running_loop()
