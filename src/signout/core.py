@@ -249,22 +249,20 @@ class Engine:
     def _revocation(self, request: Request) -> Step:
         """The revocation endpoint (``signout.endpoint``), its token verified once the body is read."""
         step = revocation_endpoint(self, request)
-        if not isinstance(step, Read) or self.settings.keyset is None:
-            return step
-        received = step.resume
-        unavailable = self.answers.revoke_unavailable
-        return Read(step.limit, lambda body: self.keyed(lambda: received(body), request, "revocation", unavailable))
+        return self._keyed_body(step, request, "revocation", self.answers.revoke_unavailable)
 
     def _backchannel(self, request: Request) -> Step:
         """The back-channel logout receiver (``signout.backchannel``), its token verified once the body is read."""
         step = backchannel.receiver(self, self.backchannel, request)
+        return self._keyed_body(step, request, backchannel.EVENT, self.backchannel.unavailable)
+
+    def _keyed_body(self, step: Step, request: Request, event: str, unavailable: Answer) -> Step:
+        """A handler's first step; when it reads a body and keys come from ``jwks_url``, what the
+        body names is verified through ``keyed`` (a fetch first when a token's key is not at hand)."""
         if not isinstance(step, Read) or self.settings.keyset is None:
             return step
         received = step.resume
-        unavailable = self.backchannel.unavailable
-        return Read(
-            step.limit, lambda body: self.keyed(lambda: received(body), request, backchannel.EVENT, unavailable)
-        )
+        return Read(step.limit, lambda body: self.keyed(lambda: received(body), request, event, unavailable))
 
     # ---- the guard -----------------------------------------------------
 
