@@ -21,13 +21,12 @@ from .keys import HMAC_ALGORITHMS, parse_algorithms, parse_keys
 from .keyset import KeySet
 from .tokens import MAX_TOKEN_CHARS, Verifier
 from .upstream import DEFAULT_TIMEOUT, PRESETS, Preset, RPInitiated
-from .web import deletion_cookie, https_url, path_matches
+from .web import deletion_cookie, https_url, is_cookie_name, path_matches
 from .web import origin_of as _origin
 
 Clock = Callable[[], float]
 
 # RFC 6265 section 4.1.1: a cookie name is an RFC 2616 token.
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:\-/]{1,64}$")
 # Clear-Site-Data directives (W3C Clear Site Data, section 3.1).
 _CLEAR_SITE_DATA = frozenset(
@@ -115,7 +114,7 @@ def _path(kwarg: str, value: object, *, optional: bool) -> str | None:
 
 
 def _cookie_name(kwarg: str, value: object) -> str:
-    if not isinstance(value, str) or not _TOKEN.match(value):
+    if not is_cookie_name(value):
         raise ConfigError(kwarg, f"{value!r} is not a valid cookie name (RFC 6265 section 4.1.1)")
     return value
 

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeGuard
 from urllib.parse import parse_qsl, urlsplit
 
 from .errors import ConfigError
@@ -254,6 +255,23 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+# RFC 6265 section 4.1.1: a cookie name is an RFC 2616 token.
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# What no URL or path in a setting may hold: browsers drop tabs and newlines, and a space or a
+# control character in a Location header is refused by servers (h11) or read differently.
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
+def is_cookie_name(value: object) -> TypeGuard[str]:
+    """Whether ``value`` may name a cookie (RFC 6265 section 4.1.1)."""
+    return isinstance(value, str) and _COOKIE_NAME.fullmatch(value) is not None
+
+
+def holds_space_or_control(value: str) -> bool:
+    """Whether ``value`` holds a space or a control character (a URL or path setting may not)."""
+    return _SPACE_OR_CONTROL.search(value) is not None
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a URL's hostname) is this machine: plain http:// is allowed only there."""
     if host == "localhost":
@@ -268,8 +286,10 @@ def https_url(kwarg: str, value: object, *, usage: str, clear: str, bare: bool =
     """``value`` if it is an https URL (plain http only to a loopback host), else ``ConfigError``
     naming ``kwarg``: ``usage`` says what is expected, ``clear`` why plain http:// elsewhere is
     refused. ``bare``: no query, fragment or credentials either (``usage`` then says so)."""
-    if not isinstance(value, str) or any(c in value for c in " \r\n\t\0"):
+    if not isinstance(value, str):
         raise ConfigError(kwarg, f"{usage}, not {value!r}")
+    if holds_space_or_control(value):
+        raise ConfigError(kwarg, f"{usage}; it may not hold spaces or control characters, not {value!r}")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
