@@ -43,6 +43,8 @@ CONFIG_CASES: list[tuple[dict[str, Any], str]] = [
     ({"logout_path": "auth/logout"}, "logout_path"),
     ({"logout_all_path": "/auth/logout"}, "logout_all_path"),
     ({"refresh_cookie": "bad name"}, "refresh_cookie"),
+    ({"refresh_cookie": "rt\n"}, "refresh_cookie"),  # a trailing newline would end the Set-Cookie line
+    ({"jwks_url": "https://op.example/\x0bjwks"}, "jwks_url"),
     ({"refresh_cookie_path": "/a;b"}, "refresh_cookie_path"),
     ({"cookie_domain": "bad domain"}, "cookie_domain"),
     ({"cookie_secure": "yes"}, "cookie_secure"),
