@@ -7,6 +7,8 @@ redis-server:
 * ``bare``            a raw ASGI app answering 200 "ok": the baseline.
 * ``hmget-only``      no guard: one ``HMGET`` on signout's reader, then the bare app (the round
                       trip's own cost: the floor of any guard that asks Redis per request).
+* ``hmget-pair``      the same with the two lookups signout's guard makes for a token with a
+                      ``sub`` and a ``sid`` (its user's bucket, then its session's), pipelined.
 * ``signout-redis``   ``SignOutMiddleware(app, key=..., redis_url=...)``.
 * ``signout-frozen``  the same, with ``gc.freeze()`` after start-up (README, "Latency under load").
 * ``signout-mirror``  the same with ``local_mirror=True``: no round trip per request.
@@ -23,6 +25,7 @@ saturated, so a guard's overhead is that minus its bare app's. Any non-200
 answer fails the run. Total time is bounded: at most 80 s of load (about 50 s in all by default).
 
     python benchmarks/bench_http.py [--quick] [--seconds S] [--rounds R] [--loadgen wrk|httpx]
+    python benchmarks/bench_http.py --floor   # bare, hmget-only, hmget-pair, signout-redis; 8 rounds
 """
 
 from __future__ import annotations
@@ -30,15 +33,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
+import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
@@ -69,6 +75,7 @@ from signout.stores.wire.resp import Address
 VARIANTS = (
     "bare",
     "hmget-only",
+    "hmget-pair",
     "signout-redis",
     "signout-frozen",
     "signout-mirror",
@@ -78,12 +85,15 @@ VARIANTS = (
 )
 BASELINE = {
     "hmget-only": "bare",
+    "hmget-pair": "bare",
     "signout-redis": "bare",
     "signout-frozen": "bare",
     "signout-mirror": "bare",
     "hand-written": "bare",
     "tutorial": "bare-starlette",
 }
+#: ``--floor``: only what tells signout's own cost from the round trip's, measured longer.
+FLOOR_VARIANTS = ("bare", "hmget-only", "hmget-pair", "signout-redis")
 CONNECTIONS = 64
 
 
@@ -91,20 +101,26 @@ CONNECTIONS = 64
 
 
 _ONE_READ = (("signout:{0000}", (b"u", b"s", b"j")),)
+# Field names as long as signout's (a kind letter and 12 digest bytes), in two buckets.
+_PAIR_READ = (
+    ("signout:{0001}", (b"u" + b"1" * 12, b"s" + b"2" * 12, b"j" + b"3" * 12)),
+    ("signout:{0002}", (b"s" + b"2" * 12,)),
+)
 
 
 class HmgetOnly:
     """No guard: the bare app after one ``HMGET`` on signout's reader, the floor of any guard
     that asks Redis on every request (what the round trip alone costs the server)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, lookups: Sequence[tuple[str, tuple[bytes, ...]]]) -> None:
         self.url = url
+        self.lookups = lookups
         self.reader: AsyncReader | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.reader is None:
             self.reader = AsyncReader(Address.from_url(self.url), timeout=1.0)
-        await self.reader.hmget_many(_ONE_READ)  # the call signout's guard makes, with one lookup
+        await self.reader.hmget_many(self.lookups)  # the call signout's guard makes
         await bare_app(scope, receive, send)
 
 
@@ -119,7 +135,9 @@ def serve(name: str, port: int, redis_port: int) -> None:
     elif name in ("signout-redis", "signout-frozen"):
         app = signout.SignOutMiddleware(bare_app, redis_url=url, **signout_kwargs(keys))
     elif name == "hmget-only":
-        app = HmgetOnly(url)
+        app = HmgetOnly(url, _ONE_READ)
+    elif name == "hmget-pair":
+        app = HmgetOnly(url, _PAIR_READ)
     elif name == "signout-mirror":
         app = signout.SignOutMiddleware(bare_app, redis_url=url, local_mirror=True, **signout_kwargs(keys))
     elif name == "hand-written":
@@ -140,9 +158,10 @@ def serve(name: str, port: int, redis_port: int) -> None:
 
 
 @contextlib.contextmanager
-def servers(redis_port: int, token: str) -> Iterator[dict[str, int]]:
-    """Every variant's uvicorn process, answering 200 before this yields; all stopped on exit."""
-    ports = {name: free_port() for name in VARIANTS}
+def servers(redis_port: int, token: str, variants: Sequence[str]) -> Iterator[tuple[dict[str, int], dict[str, int]]]:
+    """Each variant's uvicorn process, answering 200 before this yields its port and its pid;
+    all stopped on exit."""
+    ports = {name: free_port() for name in variants}
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, "--serve", name, "--port", str(port), "--redis-port", str(redis_port)]
@@ -152,7 +171,7 @@ def servers(redis_port: int, token: str) -> Iterator[dict[str, int]]:
     try:
         for name, port in ports.items():
             wait_ready(name, port, token)
-        yield ports
+        yield ports, {name: proc.pid for name, proc in zip(ports, procs, strict=True)}
     finally:
         for proc in procs:
             proc.terminate()
@@ -183,8 +202,8 @@ def wait_ready(name: str, port: int, token: str) -> None:
 # ---- load -----------------------------------------------------------------------------------
 
 
-def load_wrk(port: int, token: str, seconds: float) -> tuple[float, float]:
-    """(requests/s, p99 latency in ms) from one wrk run."""
+def load_wrk(port: int, token: str, seconds: float) -> tuple[float, float, int]:
+    """(requests/s, p99 latency in ms, requests answered) from one wrk run."""
     argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--timeout", "2s", "--latency"]
     argv += ["-H", f"Authorization: Bearer {token}", f"http://127.0.0.1:{port}/me"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 15, check=True).stdout
@@ -194,13 +213,14 @@ def load_wrk(port: int, token: str, seconds: float) -> tuple[float, float]:
         raise RuntimeError(f"wrk saw failures on port {port}:\n{out}")
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
-    if rps is None:
+    done = re.search(r"(\d+) requests in", out)
+    if rps is None or done is None:
         raise RuntimeError(f"could not read wrk's output:\n{out}")
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    return float(rps.group(1)), (float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan"))
+    return float(rps.group(1)), (float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")), int(done.group(1))
 
 
-async def _load_httpx(port: int, token: str, seconds: float, cap: int) -> tuple[float, float]:
+async def _load_httpx(port: int, token: str, seconds: float, cap: int) -> tuple[float, float, int]:
     url = f"http://127.0.0.1:{port}/me"
     # One AsyncClient per connection: a single client's pool shared by 64 concurrent
     # requests collapses (about 120 req/s here, against about 1,100 this way).
@@ -229,21 +249,47 @@ async def _load_httpx(port: int, token: str, seconds: float, cap: int) -> tuple[
     if failures:
         raise RuntimeError(f"{failures} requests to port {port} were not answered 200")
     latencies.sort()
-    return len(latencies) / elapsed, latencies[int(len(latencies) * 0.99)] * 1000
+    return len(latencies) / elapsed, latencies[int(len(latencies) * 0.99)] * 1000, len(latencies)
 
 
-def load_httpx(port: int, token: str, seconds: float) -> tuple[float, float]:
+def load_httpx(port: int, token: str, seconds: float) -> tuple[float, float, int]:
     """The fallback: 64 connections (httpx.AsyncClient), bounded by time and by 200,000 requests."""
     return asyncio.run(_load_httpx(port, token, seconds, 200_000))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used, user and system: ``/proc/<pid>/schedstat`` (nanoseconds), else
+    ``/proc/<pid>/stat`` (clock ticks, 10 ms steps: about 1% of a 2 s round)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---- main -----------------------------------------------------------------------------------
 
 
-def report(rps: dict[str, list[float]], p99: dict[str, list[float]], loadgen: str, args: argparse.Namespace) -> None:
+@dataclass
+class Runs:
+    """Each variant's rounds: requests/s, p99 latency (ms), and server CPU per request (us)."""
+
+    rps: dict[str, list[float]]
+    p99: dict[str, list[float]]
+    cpu: dict[str, list[float]]
+
+    def ratio(self, series: dict[str, list[float]], a: str, b: str) -> float:
+        """The median of each round's a / b (rounds are interleaved, so each pair shares its moment)."""
+        return median([x / y for x, y in zip(series[a], series[b], strict=True)])
+
+
+def report(runs: Runs, loadgen: str, args: argparse.Namespace) -> None:
+    rps, p99, cpu = runs.rps, runs.p99, runs.cpu
     med = {n: median(v) for n, v in rps.items()}
     cost = {n: 1e6 / r for n, r in med.items()}  # server us per request
-    over = {n: cost[n] - cost[b] for n, b in BASELINE.items()}
+    over = {n: cost[n] - cost[b] for n, b in BASELINE.items() if n in rps}
 
     def round_overheads(name: str) -> list[float]:
         return [1e6 / x - 1e6 / b for x, b in zip(rps[name], rps[BASELINE[name]], strict=True)]
@@ -253,11 +299,43 @@ def report(rps: dict[str, list[float]], p99: dict[str, list[float]], loadgen: st
         pairs = list(zip(round_overheads(a), round_overheads(b), strict=True))
         return median([x / y for x, y in pairs]) if all(x > 0 and y > 0 for x, y in pairs) else None
 
-    def rps_ratio(a: str, b: str) -> float:
-        return median([x / y for x, y in zip(rps[a], rps[b], strict=True)])
-
     print(f"\n== HTTP/1.1 over loopback, uvicorn, {loadgen}, {CONNECTIONS} connections, one HS256 token reused;")
     print(f"   {args.rounds} interleaved rounds of {args.seconds:g} s per variant; ratios: median of each round's")
+    if args.floor:
+        floor(runs)
+    else:
+        versus(overhead_ratio, functools.partial(runs.ratio, rps), med, over)
+    print("\n  against the bare app (issue 12: req/s >= 0.95x, p99 <= 1.2x; per core: bare's CPU per request / its)")
+    for guard in [n for n in BASELINE if BASELINE[n] == "bare" and n != "hand-written" and n in rps]:
+        ratio = runs.ratio(rps, guard, "bare")
+        tail = runs.ratio(p99, guard, "bare")
+        core = runs.ratio(cpu, "bare", guard)
+        print(
+            f"  {guard:<15} req/s {ratio:5.2f}x {verdict(ratio, 0.95, at_most=False):<4}"
+            f"  p99 {tail:5.2f}x {verdict(tail, 1.2, at_most=True):<4}"
+            f"  per core {core:5.2f}x  ({median(p99[guard]):.2f} vs {median(p99['bare']):.2f} ms)"
+        )
+    print(
+        f"\n  {'variant':<15} {'baseline':<15} {'req/s':>9} {'us/req':>8} {'overhead us':>11} {'p99 ms':>7}"
+        f" {'cpu us/req':>10} rounds (req/s)"
+    )
+    for name in rps:
+        o = f"{over[name]:.1f}" if name in over else "-"
+        rounds = " ".join(f"{r:,.0f}" for r in rps[name])
+        base = BASELINE.get(name, "-")
+        print(
+            f"  {name:<15} {base:<15} {med[name]:9,.0f} {cost[name]:8.1f} {o:>11} {median(p99[name]):7.2f}"
+            f" {median(cpu[name]):10.1f} {rounds}"
+        )
+
+
+def versus(
+    overhead_ratio: Callable[[str, str], float | None],
+    rps_ratio: Callable[[str, str], float],
+    med: dict[str, float],
+    over: dict[str, float],
+) -> None:
+    """signout against the guards people write instead."""
     print("  ratio                                          measured  (target from the in-process guard)  absolute")
     rows = [
         ("signout-redis / hand-written overhead", overhead_ratio("signout-redis", "hand-written"), 0.90),
@@ -274,21 +352,28 @@ def report(rps: dict[str, list[float]], p99: dict[str, list[float]], loadgen: st
         else:
             absolute = f"{med['signout-redis']:,.0f} vs {med[other]:,.0f} req/s"
         print(f"  {what:<46} {shown:>8}  {judged:<36}  {absolute}")
-    print("\n  against the bare app (issue 12: req/s >= 0.95x, p99 <= 1.2x)")
-    for name in ("hmget-only", "signout-redis", "signout-frozen", "signout-mirror"):
-        ratio = rps_ratio(name, "bare")
-        tail = median([a / b for a, b in zip(p99[name], p99["bare"], strict=True)])
+
+
+def floor(runs: Runs) -> None:
+    """What of the gap to the bare app is the round trip's, and what is signout's own.
+
+    ``hmget-pair`` makes the read signout's guard makes (two lookups, one write, one wait)
+    on the same reader and does nothing else: signout-redis / hmget-pair is signout's own
+    cost, hmget-pair / bare the round trip's. Server CPU per request is steadier than
+    requests/s on a shared machine (a round's req/s moves with what else runs; its CPU
+    per request barely does): "per core" compares that, b's over a's."""
+    print("  share                                  req/s     p99  per core")
+    for what, a, b in (
+        ("one HMGET, bare app after it", "hmget-only", "bare"),
+        ("signout's read (two HMGETs)", "hmget-pair", "bare"),
+        ("signout's own (the guard, no I/O)", "signout-redis", "hmget-pair"),
+        ("signout-redis in all", "signout-redis", "bare"),
+    ):
         print(
-            f"  {name:<15} req/s {ratio:5.2f}x {verdict(ratio, 0.95, at_most=False):<4}"
-            f"  p99 {tail:5.2f}x {verdict(tail, 1.2, at_most=True):<4}"
-            f"  ({median(p99[name]):.2f} vs {median(p99['bare']):.2f} ms)"
+            f"  {what:<36} {runs.ratio(runs.rps, a, b):5.2f}x  {runs.ratio(runs.p99, a, b):5.2f}x"
+            f"  {runs.ratio(runs.cpu, b, a):5.2f}x  {a} / {b}: CPU {median(runs.cpu[a]):.1f} vs"
+            f" {median(runs.cpu[b]):.1f} us per request"
         )
-    print(f"\n  {'variant':<15} {'baseline':<15} {'req/s':>9} {'us/req':>8} {'overhead us':>11} {'p99 ms':>7} rounds")
-    for name in VARIANTS:
-        o = f"{over[name]:.1f}" if name in over else "-"
-        runs = " ".join(f"{r:,.0f}" for r in rps[name])
-        base = BASELINE.get(name, "-")
-        print(f"  {name:<15} {base:<15} {med[name]:9,.0f} {cost[name]:8.1f} {o:>11} {median(p99[name]):7.2f} {runs}")
 
 
 def main() -> None:
@@ -297,6 +382,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 4; --quick 2)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "httpx"), default="auto")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="bare, hmget-only, hmget-pair, signout-redis, 8 rounds: signout's own cost against the round trip's",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis-port", type=int, help=argparse.SUPPRESS)
@@ -304,9 +394,10 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.port, args.redis_port)
         return
-    args.rounds = min(args.rounds or (2 if args.quick else 4), 8)
+    variants = FLOOR_VARIANTS if args.floor else VARIANTS
+    args.rounds = min(args.rounds or (2 if args.quick else 8 if args.floor else 4), 8)
     # Loaded time is capped at 80 s (rounds x variants x seconds), plus ~10 s of start-up and warm-up.
-    args.seconds = min(args.seconds or (1.0 if args.quick else 2.0), max(1.0, 80 / (args.rounds * len(VARIANTS))))
+    args.seconds = min(args.seconds or (1.0 if args.quick else 2.0), max(1.0, 80 / (args.rounds * len(variants))))
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk") is not None)
     if args.loadgen == "wrk" and shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -320,18 +411,19 @@ def main() -> None:
     started = time.perf_counter()
     steal = StealMeter()
     token = make_token(keys_for("HS256"))
-    rps: dict[str, list[float]] = {n: [] for n in VARIANTS}
-    p99: dict[str, list[float]] = {n: [] for n in VARIANTS}
+    runs = Runs({n: [] for n in variants}, {n: [] for n in variants}, {n: [] for n in variants})
     with redis_server() as redis_port:
         assert redis_port is not None
-        with servers(redis_port, token) as ports:
-            for name in VARIANTS:  # warm-up: a short run each, not counted
+        with servers(redis_port, token, variants) as (ports, pids):
+            for name in variants:  # warm-up: a short run each, not counted
                 load(ports[name], token, 0.5)
-            for name in rotations(VARIANTS, args.rounds):
-                r, p = load(ports[name], token, args.seconds)
-                rps[name].append(r)
-                p99[name].append(p)
-    report(rps, p99, loadgen, args)
+            for name in rotations(variants, args.rounds):
+                used = cpu_seconds(pids[name])
+                r, p, answered = load(ports[name], token, args.seconds)
+                runs.rps[name].append(r)
+                runs.p99[name].append(p)
+                runs.cpu[name].append((cpu_seconds(pids[name]) - used) / answered * 1e6)
+    report(runs, loadgen, args)
     print(f"\n({time.perf_counter() - started:.0f} s in all; {steal.report()})")
 
 

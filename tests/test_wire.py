@@ -417,6 +417,34 @@ def test_each_event_loop_gets_its_own_connection(redis_url: str, redis_client: r
     assert addresses[0] not in alive and addresses[1] in alive
 
 
+def test_a_read_after_aclose_opens_a_connection_the_next_aclose_closes(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """The store remembers the loop that read last: aclose must make it forget, or a later
+    read would reopen a connection no aclose could find."""
+    fill(redis_client, 1)
+    store = RedisStore(redis_url)
+    lookup = (Lookup("user:0", (b"a",)),)
+
+    def open_ones() -> set[str]:
+        return {c["addr"] for c in redis_client.client_list() if c["name"] != "probe"}
+
+    async def main() -> None:
+        redis_client.client_setname("probe")
+        before = open_ones()
+        for _ in range(3):
+            assert await bounded(store.fetch(lookup, 0)) == [[b"a-0"]]
+            assert len(open_ones() - before) == 1
+            await store.aclose()
+            for _ in range(100):  # the server notices a closed socket in its own time
+                if not open_ones() - before:
+                    break
+                await asyncio.sleep(0.01)
+            assert open_ones() - before == set()
+
+    run(main)
+
+
 # ---- failures and recovery -------------------------------------------------------------------
 
 

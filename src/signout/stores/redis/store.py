@@ -126,6 +126,7 @@ class RedisStore(Store):
             raise ConfigError("redis", f"expected a Redis URL, client or factory, not {type(source).__name__}")
         self._links_lock = threading.Lock()
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopLinks] = weakref.WeakKeyDictionary()
+        self._hot: tuple[asyncio.AbstractEventLoop, AsyncReader] | None = None
         #: Calls started in one loop tick share one pipeline (``batch``).
         self._coalesce = coalesce
 
@@ -251,7 +252,13 @@ class RedisStore(Store):
             loop = asyncio.get_running_loop()
         except RuntimeError:  # made before its loop runs: find the loop's reader once awaited
             return self._fetch_later(address, lookups)
-        return self._reader(address, loop).hmget_many(lookups)  # type: ignore[return-value]  # list[bytes|None] rows
+        hot = self._hot
+        if hot is not None and hot[0] is loop:
+            return hot[1].hmget_many(lookups)  # type: ignore[return-value]  # list[bytes|None] rows
+        reader = self._reader(address, loop)
+        # The loop that read last, and its reader: the usual read skips the per-loop lookup.
+        self._hot = (loop, reader)
+        return reader.hmget_many(lookups)  # type: ignore[return-value]
 
     async def _fetch_later(self, address: Address, lookups: Sequence[Lookup]) -> Rows:
         return await self._reader(address, asyncio.get_running_loop()).hmget_many(lookups)  # type: ignore[return-value]
@@ -397,7 +404,11 @@ class RedisStore(Store):
 
     async def aclose(self) -> None:
         """Close this loop's connections that this store opened (not a client you passed in)."""
-        links = self._per_loop.pop(asyncio.get_running_loop(), None)
+        loop = asyncio.get_running_loop()
+        hot = self._hot
+        if hot is not None and hot[0] is loop:
+            self._hot = None  # its reader is closed below: the next read finds a new one
+        links = self._per_loop.pop(loop, None)
         if links is None:
             return
         if links.reader is not None:

@@ -50,7 +50,43 @@ class _TimedOut:
 LOST = _Lost()
 TIMED_OUT = _TimedOut()
 Outcome: TypeAlias = "Reply | _Lost | _TimedOut"
+#: What several commands written together come to: their replies in order, or why there are none.
+Outcomes: TypeAlias = "list[Reply] | _Lost | _TimedOut"
 _NEVER = float("inf")
+#: Encoded reads kept per reader: a reused token's lookups are encoded once, not per request.
+_PAYLOADS = 4096
+
+
+class _Batch:
+    """The waiter of several commands written together: one future for all of them, resolved
+    with their replies once the last has come, or with ``LOST``/``TIMED_OUT`` at the first
+    failure (the replies after it are dropped in their turn).
+
+    It stands in the FIFO once per command, and answers the two calls the FIFO makes of a
+    future (``done``, ``set_result``): a pipelined read of N lookups waits on one future, not N.
+    """
+
+    __slots__ = ("count", "future", "replies")
+
+    def __init__(self, future: asyncio.Future[Outcomes], count: int) -> None:
+        self.future = future
+        self.count = count
+        self.replies: list[Reply] = []
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, outcome: Outcome) -> None:
+        if outcome is LOST or outcome is TIMED_OUT:
+            self.future.set_result(outcome)
+            return
+        replies = self.replies
+        replies.append(outcome)  # type: ignore[arg-type]  # a Reply: LOST and TIMED_OUT ruled out
+        if len(replies) == self.count:
+            self.future.set_result(replies)
+
+
+_Waiter: TypeAlias = "asyncio.Future[Outcome] | _Batch"
 
 
 class _Connection(asyncio.Protocol):
@@ -61,7 +97,7 @@ class _Connection(asyncio.Protocol):
         self._timeout = timeout
         self._coalesce = coalesce
         self._transport: asyncio.Transport | None = None
-        self._waiters: collections.deque[asyncio.Future[Outcome]] = collections.deque()
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         # Each waiter's deadline, in a box shared by the commands written together (the buffered
         # ones learn theirs when written); one timer watches the oldest.
         self._deadlines: collections.deque[list[float]] = collections.deque()
@@ -113,14 +149,15 @@ class _Connection(asyncio.Protocol):
 
     # requests
 
-    def send(self, payload: bytes, count: int) -> list[asyncio.Future[Outcome]]:
-        """Queue ``count`` commands (``payload``), each answered within ``timeout`` of being
-        written, or ``TIMED_OUT``; their futures."""
+    def send(self, payload: bytes, count: int) -> asyncio.Future[Outcomes]:
+        """Queue ``count`` commands (``payload``), answered within ``timeout`` of being written;
+        the future of their replies (``TIMED_OUT`` or ``LOST`` if any failed)."""
         box = self._enqueue(payload)
-        futures = [self._loop.create_future() for _ in range(count)]
-        self._waiters.extend(futures)
+        future: asyncio.Future[Outcomes] = self._loop.create_future()
+        batch = _Batch(future, count)
+        self._waiters.extend([batch] * count)
         self._deadlines.extend([box] * count)
-        return futures
+        return future
 
     def send_one(self, payload: bytes) -> asyncio.Future[Outcome]:
         """``send`` for the usual single command: one future, no lists."""
@@ -248,6 +285,7 @@ class AsyncReader:
         self._coalesce = coalesce
         self._conn: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
+        self._payloads: dict[tuple[Request, ...], bytes] = {}
 
     async def hmget(self, key: str, fields: Sequence[bytes]) -> Row:
         """One ``HMGET``: ``hmget_many`` for a single key."""
@@ -264,23 +302,16 @@ class AsyncReader:
         count = len(requests)
         if count == 0:
             return []
-        payload = encode_hmget(*requests[0]) if count == 1 else b"".join([encode_hmget(*r) for r in requests])
+        payload = self._encoded(requests)
         try:
             conn = self._conn
             if conn is None or conn.closed:
                 return [to_row(reply) for reply in await self.call(payload, count)]
             try:
-                if count == 1:
-                    futures = None
-                    last = conn.send_one(payload)
-                else:
-                    futures = conn.send(payload, count)
-                    last = futures[-1]
+                waiter = conn.send_one(payload) if count == 1 else conn.send(payload, count)
             except ConnectionError:
                 return [to_row(reply) for reply in await self.call(payload, count)]
-            # Replies come in order, and a connection that fails or times out a read does so for
-            # every command written with it: once the last is answered, so are the others.
-            outcome = await last  # cancelled with its caller: the replies are dropped in their turn
+            outcome = await waiter  # cancelled with its caller: the replies are dropped in their turn
             if outcome is TIMED_OUT:
                 raise self._late()
             if outcome is LOST:
@@ -289,15 +320,29 @@ class AsyncReader:
                 if replies is None:
                     raise StoreError("redis read failed: connection lost")
                 return [to_row(reply) for reply in replies]
-            if futures is None:
+            if count == 1:
                 return [to_row(outcome)]  # type: ignore[arg-type]  # anything but LOST/TIMED_OUT is a Reply
-            return [to_row(f.result()) for f in futures]  # type: ignore[arg-type]  # answered, as the last was
+            return [to_row(reply) for reply in outcome]  # type: ignore[union-attr]  # the batch's replies
         except StoreError as exc:  # an error reply (NOAUTH, ...) or a lost connection: name the store
             if exc.where is not None or self._where is None:
                 raise
             raise StoreError(exc.message, where=self._where, unsure=exc.unsure) from exc.__cause__
         except (OSError, RuntimeError) as exc:  # these would be a bug, never a 500
             raise StoreError(f"redis read failed: {describe(exc)}", where=self._where) from exc
+
+    def _encoded(self, requests: Sequence[Request]) -> bytes:
+        """The ``HMGET``s of ``requests``, encoded once per distinct tuple of lookups (the guard
+        hands a reused token's memoized tuple): encoding is most of a read's own cost."""
+        try:
+            payload: bytes | None = self._payloads.get(requests)  # type: ignore[call-overload]  # unhashable: TypeError
+        except TypeError:  # a list, or fields in a list: encoded each time
+            return b"".join([encode_hmget(key, fields) for key, fields in requests])
+        if payload is None:
+            payload = b"".join([encode_hmget(key, fields) for key, fields in requests])
+            if len(self._payloads) >= _PAYLOADS:  # a flood of fresh tokens cannot grow it
+                self._payloads.clear()
+            self._payloads[requests] = payload  # type: ignore[index]  # hashable: get took it
+        return payload
 
     async def call(self, payload: bytes, count: int) -> list[Reply]:
         """Send ``count`` pipelined commands; their replies, error replies included, in order."""
@@ -315,24 +360,15 @@ class AsyncReader:
         if conn is None or conn.closed:
             conn = await self._connect()
         try:
-            futures = conn.send(payload, count)
+            waiter = conn.send(payload, count)
         except ConnectionError:
             return None
-        replies: list[Reply] = []
-        try:
-            for future in futures:
-                outcome = await future
-                if outcome is LOST:
-                    return None
-                if outcome is TIMED_OUT:
-                    raise self._late()
-                replies.append(outcome)  # type: ignore[arg-type]  # anything but LOST/TIMED_OUT is a Reply
-        except asyncio.CancelledError:
-            # The rest of this call's replies are dropped in their turn, unread.
-            for future in futures:
-                future.cancel()
-            raise
-        return replies
+        outcome = await waiter  # cancelled with its caller: the replies are dropped in their turn
+        if outcome is LOST:
+            return None
+        if outcome is TIMED_OUT:
+            raise self._late()
+        return outcome  # type: ignore[return-value]  # the replies: LOST and TIMED_OUT ruled out
 
     def _late(self) -> StoreError:
         return StoreError(f"redis read failed: no answer within store_timeout={self._timeout:g} s")
@@ -382,11 +418,10 @@ class AsyncReader:
             steps = address.handshake()
             if steps:
                 # Bounded by _open's wait_for; the watchdog's deadline is only a backstop here.
-                futures = conn.send(b"".join(payload for _, payload in steps), len(steps))
-                outcomes = [await f for f in futures]
-                if LOST in outcomes or TIMED_OUT in outcomes:
+                outcome = await conn.send(b"".join(payload for _, payload in steps), len(steps))
+                if outcome is LOST or outcome is TIMED_OUT:
                     raise ConnectionError("connection lost during the handshake")
-                check_handshake(steps, outcomes)  # type: ignore[arg-type]  # LOST ruled out above
+                check_handshake(steps, outcome)  # type: ignore[arg-type]  # the replies: LOST and TIMED_OUT ruled out
             return conn
         except BaseException:  # timed out, refused by the server, cancelled: leave no socket behind
             if made is not None:
