@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeAlias, TypeVar
 
@@ -20,7 +20,9 @@ from . import kinds, rules
 from .audit import AuditEvent, Auditor, Sink, ids
 from .claims import string, user_of
 from .config import Clock, Settings, build_settings
+from .drive import run, run_sync
 from .errors import ConfigError, InvalidClaim, KeysNeeded, unknown_option
+from .keyset import KeySet
 from .layout import Lookup, Write
 from .stores.base import Store
 from .stores.resolve import resolve_store
@@ -116,22 +118,21 @@ class Revoker:
         return self._keyed_sync(lambda: self._token(token))
 
     def _keyed_sync(self, plan: Callable[[], _T]) -> _T:
-        """``plan`` (which may verify a token string); when a fetch of the key set may find the
-        token's key, fetch it in this thread, and plan once more (a key still missing is final)."""
+        """``plan`` (which may verify a token string), with the key set fetched in this thread when needed."""
+        return run_sync(self._keying(plan), KeySet.refresh_sync)
+
+    async def _keyed(self, plan: Callable[[], _T]) -> _T:
+        """``_keyed_sync`` for async code: the fetch runs off the event loop."""
+        return await run(self._keying(plan), KeySet.refresh)
+
+    def _keying(self, plan: Callable[[], _T]) -> Generator[KeySet, None, _T]:
+        """``plan``; when a fetch of the key set may find the token's key, yield the key set
+        to be fetched (a ``drive`` plan), and plan once more (a key still missing is final)."""
         try:
             return plan()
         except KeysNeeded:
             assert self._keyset is not None  # only a key set raises it
-            self._keyset.refresh_sync()
-            return after_fetch(plan)
-
-    async def _keyed(self, plan: Callable[[], _T]) -> _T:
-        """``_keyed_sync`` for async code: the fetch runs off the event loop."""
-        try:
-            return plan()
-        except KeysNeeded:
-            assert self._keyset is not None
-            await self._keyset.refresh()
+            yield self._keyset
             return after_fetch(plan)
 
     def _token(self, token: TokenLike) -> Token:

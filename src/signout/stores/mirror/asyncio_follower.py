@@ -7,8 +7,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import redis.asyncio as aredis
@@ -16,10 +15,11 @@ import redis.asyncio.client
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
+from ...drive import run
 from ...layout import Lookup
 from ..base import Value
 from ..redis.store import RedisStore
-from .follower import BURST, SCAN_COUNT, Follower, Setup, Watchdog, check_renewal, chunks, hgetall_each, key_text
+from .follower import Follower, Setup, call
 
 log = logging.getLogger("signout")
 
@@ -101,53 +101,19 @@ class AsyncioFollower(Follower):
         client = self._connect()
         pubsub = _CountingAsyncPubSub(client.connection_pool, ignore_subscribe_messages=True)
         try:
-            # Subscribe before copying, so no change between the two is missed.
-            await pubsub.subscribe(self.setup.channel)
-            seen = pubsub.connects
-            await self._copy_all(client)
-            self._synced()
-            watchdog = Watchdog(self.setup.ping_every, time.monotonic())
-            rereads: dict[str, None] = {}
-            while True:
-                self._check_cancelled()
-                rereads = await self._burst(pubsub, watchdog, waiting=not rereads)
-                check_renewal(pubsub, seen)
-                await self._refresh(client, list(rereads))
-                if watchdog.ping_due(time.monotonic()):
-                    await pubsub.ping()
+            await run(self._following(client, pubsub, _turn), call)
         finally:
             self.ready.clear()
             await _close(pubsub, client)
 
-    async def _burst(self, pubsub: _CountingAsyncPubSub, watchdog: Watchdog, *, waiting: bool) -> dict[str, None]:
-        """Take the messages of one burst; returns the buckets to re-read (the rule: see ``Follower``)."""
-        rereads: dict[str, None] = {}
-        message = await pubsub.get_message(timeout=watchdog.wait if waiting else 0)
-        taken = 0
-        while message is not None:
-            self._take(message, watchdog, rereads)
-            taken += 1
-            if waiting and rereads:
-                break  # heard when idle: re-read it now
-            if taken == BURST:
-                # Messages already received are taken without a pause: let the requests have a turn.
-                await asyncio.sleep(0)
-                break
-            message = await pubsub.get_message(timeout=0)
-        return rereads
+    def _going_on(self) -> bool:
+        self._check_cancelled()
+        return True
 
-    async def _copy_all(self, client: aredis.Redis) -> None:
-        self.local.clear()
-        cursor = 0
-        while True:
-            cursor, found = await client.scan(cursor, match=self.setup.pattern, count=SCAN_COUNT)
-            await self._refresh(client, [key_text(k) for k in found])
-            if not cursor:
-                return
 
-    async def _refresh(self, client: aredis.Redis, keys: Sequence[str]) -> None:
-        for chunk in chunks(keys):  # one await per chunk; the loop serves requests in between
-            self._apply(chunk, await hgetall_each(client.pipeline(transaction=False), chunk).execute())
+def _turn() -> Coroutine[Any, Any, None]:
+    """Messages already received are taken without a pause: let the requests have a turn."""
+    return asyncio.sleep(0)
 
 
 async def _close(pubsub: _CountingAsyncPubSub, client: aredis.Redis) -> None:

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis
 
@@ -48,6 +49,21 @@ _LOSSES = (redis.RedisError, OSError, StoreError, asyncio.TimeoutError)
 _FIELDS_MARK = b"\x01"
 
 Fields = tuple[tuple[bytes, bytes], ...]
+#: One call a follower's plan needs made: its result, or (on an asyncio client) a coroutine of it.
+Call = Callable[[], Any]
+_T = TypeVar("_T")
+#: A follower's plan (``drive``): yields the calls to make, is sent their results, returns a ``_T``.
+Plan = Generator[Call, Any, _T]
+
+
+def call(need: Call) -> Any:
+    """The one piece of I/O a follower's plan asks for, for either driver (``drive.run_sync``
+    makes it in this thread; ``drive.run`` awaits the coroutine an asyncio client returns)."""
+    return need()
+
+
+def no_turn() -> None:
+    """A thread's ``turn``: nobody waits for it to let go (it holds no event loop)."""
 
 
 class _Unreadable(StoreError):
@@ -174,16 +190,61 @@ class Follower:
             # fields and sweeps expired buckets every 1024 calls, as for our own writes.
             self.local.write_sync((Write(key, fields),), time.time())
 
-    def _copy_sync(self, client: Any) -> None:
-        """The full copy, for the thread followers: ``SCAN`` every bucket, ``HGETALL`` a chunk at a time."""
+    # The plans below are ``drive`` plans: each yields the calls it needs made on a redis-py
+    # client or pub/sub (sync or asyncio alike: ``call`` makes one), and is sent the result.
+
+    def _following(self, client: Any, pubsub: Any, turn: Call) -> Plan[None]:
+        """Subscribe, copy, then take the messages and re-read what they ask, until stopped.
+
+        ``turn``: what lets the requests have a turn after a full burst (the loop follower's)."""
+        # Subscribe before copying, so no change between the two is missed.
+        yield functools.partial(pubsub.subscribe, self.setup.channel)
+        seen = pubsub.connects
+        yield from self._copying(client)
+        self._synced()
+        watchdog = Watchdog(self.setup.ping_every, time.monotonic())
+        rereads: dict[str, None] = {}
+        while self._going_on():
+            rereads = yield from self._bursting(pubsub, watchdog, turn, waiting=not rereads)
+            check_renewal(pubsub, seen)
+            yield from self._refreshing(client, list(rereads))
+            if watchdog.ping_due(time.monotonic()):
+                yield pubsub.ping
+
+    def _going_on(self) -> bool:
+        """Whether to take another burst (a follower asked to stop says no, or raises)."""
+        raise NotImplementedError
+
+    def _bursting(self, pubsub: Any, watchdog: Watchdog, turn: Call, *, waiting: bool) -> Plan[dict[str, None]]:
+        """Take the messages of one burst; returns the buckets to re-read (the rule: see ``Follower``)."""
+        rereads: dict[str, None] = {}
+        message = yield functools.partial(pubsub.get_message, timeout=watchdog.wait if waiting else 0)
+        taken = 0
+        while message is not None:
+            self._take(message, watchdog, rereads)
+            taken += 1
+            if waiting and rereads:
+                break  # heard when idle: re-read it now
+            if taken == BURST:
+                yield turn  # taken without a pause so far: enough for one burst
+                break
+            message = yield functools.partial(pubsub.get_message, timeout=0)
+        return rereads
+
+    def _copying(self, client: Any) -> Plan[None]:
+        """The full copy: ``SCAN`` every bucket, ``HGETALL`` a chunk at a time."""
         self.local.clear()
         cursor = 0
         while True:
-            cursor, found = client.scan(cursor, match=self.setup.pattern, count=SCAN_COUNT)
-            for chunk in chunks([key_text(k) for k in found]):
-                self._apply(chunk, hgetall_each(client.pipeline(transaction=False), chunk).execute())
+            cursor, found = yield functools.partial(client.scan, cursor, match=self.setup.pattern, count=SCAN_COUNT)
+            yield from self._refreshing(client, [key_text(k) for k in found])
             if not cursor:
                 return
+
+    def _refreshing(self, client: Any, keys: Sequence[str]) -> Plan[None]:
+        """Replace these buckets with what Redis holds, a chunk at a time (one round trip each)."""
+        for chunk in chunks(keys):
+            self._apply(chunk, (yield hgetall_each(client.pipeline(transaction=False), chunk).execute))
 
     def _apply(self, keys: Sequence[str], replies: Sequence[dict[bytes, bytes]]) -> None:
         now = time.time()

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import redis.client
 
-from .follower import BURST, Follower, Setup, Watchdog, check_renewal, chunks, hgetall_each
+from ...drive import run_sync
+from .follower import Follower, Setup, call, no_turn
 
 
 class PubSubFollower(Follower):
@@ -44,39 +44,13 @@ class PubSubFollower(Follower):
         client = self._client_of()
         pubsub = _CountingPubSub(client.connection_pool, ignore_subscribe_messages=True)
         try:
-            # Subscribe before copying, so no change between the two is missed.
-            pubsub.subscribe(self.setup.channel)
-            seen = pubsub.connects
-            self._copy_sync(client)
-            self._synced()
-            watchdog = Watchdog(self.setup.ping_every, time.monotonic())
-            rereads: dict[str, None] = {}
-            while not self._stop.is_set():
-                rereads = self._burst(pubsub, watchdog, waiting=not rereads)
-                check_renewal(pubsub, seen)
-                self._refresh(client, list(rereads))
-                if watchdog.ping_due(time.monotonic()):
-                    pubsub.ping()
+            run_sync(self._following(client, pubsub, no_turn), call)
         finally:
             self.ready.clear()
             pubsub.close()
 
-    def _burst(self, pubsub: _CountingPubSub, watchdog: Watchdog, *, waiting: bool) -> dict[str, None]:
-        """Take the messages of one burst; returns the buckets to re-read (the rule: see ``Follower``)."""
-        rereads: dict[str, None] = {}
-        message = pubsub.get_message(timeout=watchdog.wait if waiting else 0)
-        taken = 0
-        while message is not None:
-            self._take(message, watchdog, rereads)
-            taken += 1
-            if (waiting and rereads) or taken == BURST:
-                break  # heard when idle: re-read it now; or enough for one burst
-            message = pubsub.get_message(timeout=0)
-        return rereads
-
-    def _refresh(self, client: Any, keys: Sequence[str]) -> None:
-        for chunk in chunks(keys):
-            self._apply(chunk, hgetall_each(client.pipeline(transaction=False), chunk).execute())
+    def _going_on(self) -> bool:
+        return not self._stop.is_set()
 
 
 class _CountingPubSub(redis.client.PubSub):

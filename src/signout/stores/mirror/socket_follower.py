@@ -35,12 +35,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ...drive import run_sync
 from ...errors import StoreError
 from ...layout import Lookup, Write
 from ..base import Value
 from ..wire.blocking import Link, connect
 from ..wire.resp import INCOMPLETE, Address, ErrorReply, ProtocolError, Replies, encode
-from .follower import Follower, Setup, Watchdog, chunks, hgetall_each
+from .follower import Follower, Setup, Watchdog, call, chunks, hgetall_each
 
 _RECV_SIZE = 65536
 _PING = encode("PING")
@@ -229,7 +230,7 @@ class SocketFollower(Follower):
         sub = _Subscription(connect(self._address, 2 * self.setup.ping_every), self.setup.channel)
         try:
             client = self._client_of()
-            self._copy_sync(client)
+            run_sync(self._copying(client), call)
             with self._lock:
                 self._sub, self._failure, self._rereads, self._unsure = sub, None, {}, set()
                 self._watchdog = Watchdog(self.setup.ping_every, time.monotonic())

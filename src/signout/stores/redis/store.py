@@ -31,6 +31,7 @@ import redis.asyncio.cluster
 import redis.cluster
 from redis.exceptions import NoPermissionError, NoScriptError
 
+from ...drive import run, run_sync
 from ...errors import ConfigError, StoreError, describe
 from ...layout import Lookup, Write
 from ..base import Mode, Rows, Store, Value, within
@@ -307,22 +308,14 @@ class RedisStore(Store):
             # A server without the script refuses every EVALSHA at once; then each goes whole:
             # twice the commands for the client to pack and parse, in one deadline.
             commands = len(writes) * (2 if self._by_digest else 1)
-            return await within(self._merge_pipelined(writes, now), self._budget(commands), lambda: self._late("write"))
+            merging = run(self._merging(self._client(), writes, now), _execute)
+            return await within(merging, self._budget(commands), lambda: self._late("write"))
         except _FAILURES as exc:
             raise self._failure("write", exc) from exc
 
-    async def _merge_pipelined(self, writes: Sequence[Write], now: float) -> list[Any]:
-        steps = self._merging(self._client(), writes, now)
-        pipe, raising = next(steps)
-        while True:
-            try:
-                pipe, raising = steps.send(await pipe.execute(raise_on_error=raising))
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-
     def _merging(self, client: Any, writes: Sequence[Write], now: float) -> Merging:
-        """The merge, without its I/O: yields each pipeline to execute (and whether its errors
-        raise), is sent its results, returns each write's reply in order. Both drivers share it."""
+        """The merge, without its I/O (a ``drive`` plan): yields each pipeline to execute (and
+        whether its errors raise), is sent its results, returns each write's reply in order."""
         pipe = client.pipeline(transaction=False)
         replies: list[Any] = [None] * len(writes)
         pending = list(range(len(writes)))
@@ -371,13 +364,7 @@ class RedisStore(Store):
 
     def _merge_sync(self, writes: Sequence[Write], now: float) -> list[Any]:
         try:
-            steps = self._merging(self.sync_client(), writes, now)
-            pipe, raising = next(steps)
-            while True:
-                try:
-                    pipe, raising = steps.send(pipe.execute(raise_on_error=raising))
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
+            return run_sync(self._merging(self.sync_client(), writes, now), _execute)
         except _FAILURES as exc:
             raise self._failure("write", exc) from exc
 
@@ -423,6 +410,12 @@ class RedisStore(Store):
         if self._url is not None and self._sync is not None:
             self._sync.close()
             self._sync = None
+
+
+def _execute(step: tuple[Any, bool]) -> Any:
+    """One piece of a merge's I/O: its pipeline executed (a coroutine for an asyncio client)."""
+    pipe, raising = step
+    return pipe.execute(raise_on_error=raising)
 
 
 def _hmgets(client: Any, lookups: Sequence[Lookup]) -> tuple[Callable[[], Any], bool]:
