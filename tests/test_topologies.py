@@ -13,9 +13,9 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from signout import SignOutMiddleware
+from signout import SignOutMiddleware, SignOutWSGIMiddleware
 
-from .apps import starlette_app
+from .apps import starlette_app, wsgi_app
 from .conftest import SECRET, TokenFactory, free_port, missing_redis, spawn_redis, wait_for_redis
 
 
@@ -118,6 +118,28 @@ def test_cluster_client_passed_in_on_one_loop(cluster: list[int], make_token: To
     with TestClient(app, base_url="https://t") as c:
         assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
         assert c.get("/me", headers=bearer(token)).status_code == 401
+
+
+def test_cluster_sync_client_for_a_wsgi_app(cluster: list[int], make_token: TokenFactory) -> None:
+    """A WSGI app on a sync ``RedisCluster``: logouts are written (redis-py 8's sync cluster
+    pipeline has an ``eval()`` of its own that takes no script) and the guard refuses them."""
+    from werkzeug.test import Client
+
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster[0])
+    app = SignOutWSGIMiddleware(wsgi_app(), key=SECRET, redis=client, key_prefix="wsgi", store_timeout=2.0)
+    c = Client(app)
+    users = [make_token(sub=f"wsgi-{i}", sid=f"ws-{i}", jti=f"wj-{i}") for i in range(8)]
+    for token in users[::2]:
+        assert c.post("/auth/logout", headers=bearer(token)).status_code == 200
+    assert c.post("/auth/logout-all", headers=bearer(users[1])).status_code == 200
+    for i, token in enumerate(users):
+        assert c.get("/me", headers=bearer(token)).status_code == (401 if i % 2 == 0 or i == 1 else 200), i
+    keys = list(client.scan_iter(match="wsgi:*"))
+    # Per logout (logout-all too: it ends the session it came from) its user's bucket and its session's.
+    assert len(keys) == 10
+    assert len({client.get_node_from_key(k).name for k in keys}) > 1  # spread over the primaries
+    assert all(int(client.ttl(k)) > 0 for k in keys)
+    client.close()
 
 
 @pytest.fixture(scope="module")

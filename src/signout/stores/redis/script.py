@@ -110,13 +110,15 @@ def queue_merges(pipe: Any, writes: Sequence[Write], now: float, *, whole: bool)
     ``EVALSHA`` sends 40 bytes where ``EVAL`` sends the script's 2 KB and has
     Redis hash them again on every logout. redis-py's own ``Script`` objects
     would ask ``SCRIPT EXISTS`` before every pipeline: a round trip more.
-    redis-py's cluster pipelines refuse ``EVALSHA``: they get the text.
+    redis-py's cluster pipelines refuse ``EVALSHA``: they get the text. The commands are
+    queued by name: redis-py's sync cluster pipeline has an ``eval()`` of its own (8.x: for
+    its transactions) that takes no script, and routes a queued ``EVAL`` by its key all the same.
     """
     for w in writes:
         if whole:
-            pipe.eval(MERGE_SCRIPT, 1, w.key, *merge_args(w, now))  # also caches it for the next EVALSHA
+            pipe.execute_command("EVAL", MERGE_SCRIPT, 1, w.key, *merge_args(w, now))  # caches it for EVALSHA
         else:
-            pipe.evalsha(MERGE_SHA, 1, w.key, *merge_args(w, now))
+            pipe.execute_command("EVALSHA", MERGE_SHA, 1, w.key, *merge_args(w, now))
     return pipe
 
 
