@@ -124,15 +124,51 @@ def test_the_usual_request_is_judged_in_one_call_with_the_same_claims(
     c = TestClient(middleware, base_url="https://t")
     token = make_token(roles=["admin"])
     headers = {"Authorization": f"Bearer {token}"}
-    assert c.get("/me", headers=headers).status_code == 200  # first sight: verified the long way
+    assert c.get("/me", headers=headers).status_code == 200  # first sight: verified in that one call
     assert c.get("/me", headers=headers).status_code == 200  # cached: judged in one call
-    assert starts == ["/me"]
+    assert starts == []
     first, second = (s["signout.claims"] for s in raw.scopes[-2:])
     assert first == second and first["roles"] == ["admin"]
     assert first is not second and first["roles"] is not second["roles"]  # each request its own copy
     assert c.post("/auth/logout", headers=headers).status_code == 200
     assert c.get("/me", headers=headers).status_code == 401  # revoked: the long way, which refuses it
-    assert starts == ["/me", "/auth/logout", "/me"]
+    assert starts == ["/auth/logout", "/me"]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+@pytest.mark.parametrize("on_invalid_token", ["reject", "pass"])
+def test_a_bad_token_on_the_usual_path_is_verified_once_and_answered_as_start_answers_it(
+    store: str, on_invalid_token: str, redis_url: str, make_token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``usual`` verifies a token it has not seen; what is wrong with one is answered from that
+    one verification (an invalid signature costs one check, not two), as ``start`` answers it."""
+    kw: dict[str, Any] = {"key": SECRET, "on_invalid_token": on_invalid_token}
+    if store == "redis":
+        kw["redis_url"] = redis_url
+    fast, slow = SignOutMiddleware(RawApp(), **kw), SignOutMiddleware(RawApp(), **kw)
+    slow._quick = slow._usual = None  # every request the long way: start
+    checks: list[str] = []
+    real_verify = fast.settings.verifier.verify
+
+    def verify(raw: str, *args: Any) -> Any:
+        checks.append(raw)
+        return real_verify(raw, *args)
+
+    monkeypatch.setattr(fast.settings.verifier, "verify", verify)
+    bad = [
+        make_token(key="another-secret-of-32-bytes-or-more!"),  # a signature that does not verify
+        make_token(exp=1),  # expired
+        make_token(token_use="refresh"),  # not an access token
+        "not.a.jwt",
+    ]
+    for token in bad:
+        answers = []
+        for app in (fast, slow):
+            response = TestClient(app, base_url="https://t").get("/me", headers=bearer(token))
+            answers.append((response.status_code, response.text, response.headers.get("www-authenticate")))
+        assert answers[0] == answers[1], token
+        assert answers[0][0] == (401 if on_invalid_token == "reject" else 200)
+    assert len(checks) == len(bad)  # each bad token verified once
 
 
 @pytest.mark.parametrize("on_store_error", ["reject", "allow"])
@@ -162,14 +198,14 @@ def test_the_usual_request_over_redis_is_known_in_one_call_and_read_once(
     c = TestClient(middleware, base_url="https://t")
     token = make_token(roles=["admin"])
     headers = {"Authorization": f"Bearer {token}"}
-    assert c.get("/me", headers=headers).status_code == 200  # first sight: verified the long way
+    assert c.get("/me", headers=headers).status_code == 200  # first sight: verified in that one call
     assert c.get("/me", headers=headers).status_code == 200  # cached: known in one call, read once
-    assert starts == ["/me"] and reads == [2, 2]  # the user's bucket and the session's
+    assert starts == [] and reads == [2, 2]  # the user's bucket and the session's
     first, second = (s["signout.claims"] for s in raw.scopes[-2:])
     assert first == second and first["roles"] == ["admin"] and first is not second
     failing[0] = True  # the store fails: start answers with the failure already met, no second read
     r = c.get("/me", headers=headers)
-    assert starts == ["/me", "/me"] and reads == [2, 2, 2]
+    assert starts == ["/me"] and reads == [2, 2, 2]
     if on_store_error == "reject":
         assert r.status_code == 503 and r.json()["error"] == "temporarily_unavailable"
     else:

@@ -17,7 +17,7 @@ from .asgi_messages import Receive as Receive
 from .asgi_messages import Scope as Scope
 from .asgi_messages import Send as Send
 from .asgi_messages import read_body, refuse_websocket, replay, send_http
-from .errors import StoreError
+from .errors import StoreError, TokenError
 from .layout import Lookup
 from .options import Options
 from .steps import Claim, Fetch, Keys, Pass, Read, Respond, Row, Step, Upstream, Written
@@ -53,16 +53,21 @@ class SignOutMiddleware(Adapter):
             keyset.refresh_soon()  # in a thread; this request goes on with the keys held
         kind = scope["type"]
         read: tuple[tuple[Lookup, ...], Sequence[Row] | StoreError] | None = None
+        refusal: TokenError | None = None
         if kind == "http" and self._quick is not None:
             token = self._quick(scope.get("path", ""), scope.get("headers", ()))
-            if token is not None:
+            if isinstance(token, TokenError):
+                refusal = token
+            elif token is not None:
                 scope[CLAIMS_KEY] = token.app_claims()
                 scope[REVOKER_KEY] = self.revoker
                 await self.app(scope, receive, send)
                 return
         elif kind == "http" and self._usual is not None:
             usual = self._usual(scope.get("path", ""), scope.get("headers", ()))
-            if usual is not None:
+            if usual is None or isinstance(usual, TokenError):
+                refusal = usual  # None: ask start
+            else:
                 token, found, now = usual
                 del usual  # one object less alive while the read waits
                 if found:
@@ -92,7 +97,7 @@ class SignOutMiddleware(Adapter):
             scope.get("client"),
             scope.get("scheme", "http"),
         )
-        step = self.engine.start(request)
+        step = self.engine.start(request) if refusal is None else self.engine.refused(request, refusal)
         if read is not None and type(step) is Fetch and step.lookups == read[0]:
             answer = read[1]
             step = self.failed(step, answer) if isinstance(answer, StoreError) else step.resume(answer)

@@ -131,18 +131,19 @@ class Engine:
         except KeysMissing as missing:  # only with jwks_url; a try costs nothing until it raises
             return self._keys_missing(missing, lambda: self._guard(request), request, "rejected", self.keys_unavailable)
 
-    def quick(self, path: str, headers: Headers) -> Token | None:
-        """The usual guarded request (``usual``), answered from memory: the token to pass on.
+    def quick(self, path: str, headers: Headers) -> Token | TokenError | None:
+        """The usual guarded request (``usual``), answered from memory: the token to pass on, or
+        the ``TokenError`` its token deserves (``refused`` answers it).
 
-        ``None`` unless ``usual`` knows the request and the store's in-memory
+        Otherwise ``None``, unless ``usual`` knows the request and the store's in-memory
         answer holds nothing that revokes its token; the caller then asks
         ``start``, which judges the request from the beginning, as if this had
         not been asked: this only ever says yes where ``start`` would pass the
         same token on (only for an http request, with ``quick_ready`` true).
         """
         usual = self.usual(path, headers)
-        if usual is None:
-            return None
+        if usual is None or isinstance(usual, TokenError):
+            return usual  # what is wrong with its token (``refused``), or ask start
         token, found, now = usual
         if found:
             fetch = self.fetch_local
@@ -152,16 +153,20 @@ class Engine:
                 return None
         return token
 
-    def usual(self, path: str, headers: Headers) -> tuple[Token, tuple[Lookup, ...], float] | None:
+    def usual(self, path: str, headers: Headers) -> tuple[Token, tuple[Lookup, ...], float] | TokenError | None:
         """The usual guarded request, known without a ``Request`` or a step: its token, the
-        lookups that judge it (none: nothing can revoke it) and the time it is judged at.
+        lookups that judge it (none: nothing can revoke it) and the time it is judged at; or
+        the ``TokenError`` its token deserves (``refused`` answers it).
 
         Usual: not one of signout's routes, an excluded path or under the
-        refresh cookie's path; a Bearer token (read by ``bearer_token``, as
-        ``presented`` reads it) in the verified-claims cache and timely, of an
-        access token's kind, and its lookups worked out before. Anything else is
-        ``None`` (ask ``start``). A token whose rows are ``clean`` passes as
-        ``start`` would pass it (only for an http request, with ``usual_ready`` true).
+        refresh cookie's path, and a Bearer token (read by ``bearer_token``, as
+        ``presented`` reads it); no access cookie is configured (``usual_ready``),
+        so that header is the request's one token. A token in the verified-claims
+        cache passes on its lookups worked out before; one not seen yet is
+        verified here, as ``_guard_one`` verifies it. Anything else (a key to fetch
+        among them) is ``None``: ask ``start``. A token whose rows are ``clean``
+        passes as ``start`` would pass it (only for an http request, with
+        ``usual_ready`` true).
         """
         if path in self._routes:
             return None
@@ -179,12 +184,24 @@ class Engine:
             return None
         now = s.clock()
         known = s.verifier.cached(raw, now)
-        if known is None or (self.check_kinds and known.kind not in _AS_ACCESS):
+        if known is None:
+            try:
+                token = self._verify(raw, Source.HEADER, now)
+            except TokenError as error:
+                return error
+            except KeysMissing:  # start fetches the keys, or says they are unavailable
+                return None
+            return token, rules.lookups_of(self.policy, token), now
+        if self.check_kinds and known.kind not in _AS_ACCESS:
             return None
         memo = known.memo
         if memo is None or memo[0] is not self.policy:
             return None
         return known.token(_HEADER), cast("tuple[Lookup, ...]", memo[1]), now
+
+    def refused(self, request: Request, error: TokenError) -> Step:
+        """What ``start`` answers a request whose one token ``usual`` found wanting."""
+        return self._reject(request, error, Source.HEADER) if self.settings.on_invalid_token == "reject" else _PASS
 
     @staticmethod
     def clean(token: Token, found: Sequence[Lookup], rows: Sequence[Row], now: float) -> bool:
