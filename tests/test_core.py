@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from signout import SignOutMiddleware, layout
 from signout.config import build_settings
 from signout.core import Engine
+from signout.errors import TokenError
 from signout.steps import Commit, Fetch, Pass, Respond, Step, Written
 from signout.stores.memory import MemoryStore
 from signout.web import Request
@@ -209,9 +210,12 @@ def test_quick_passes_only_what_start_passes_and_the_same_token(name: str, req: 
     for _ in range(2):  # the second time, everything start caches is cached
         general = seen(e, req)
         quick = e.quick(req.path, req.headers)
-        if quick is not None:
+        if isinstance(quick, TokenError):  # refused without start: start would answer the same
+            assert isinstance(general, Respond) and e.refused(req, quick) == general
+        elif quick is not None:
             assert isinstance(general, Pass) and general.token is quick
-    assert (quick is not None) is taken  # taken where it should be (not dead code), and nowhere else
+    # Taken where it should be (not dead code), and nowhere else.
+    assert (quick is not None and not isinstance(quick, TokenError)) is taken
 
 
 @pytest.mark.parametrize(("name", "req", "taken"), QUICK_CASES, ids=[c[0] for c in QUICK_CASES])
@@ -241,7 +245,9 @@ def test_usual_with_clean_rows_passes_only_what_start_passes(name: str, req: Req
         started = general()
         usual = e.usual(req.path, req.headers)
         passed = None
-        if usual is not None:
+        if isinstance(usual, TokenError):  # refused without start: start would answer the same
+            assert isinstance(started, Respond) and e.refused(req, usual) == started
+        elif usual is not None:
             token_, found, now = usual
             step = e.start(req)
             assert isinstance(step, Fetch) and step.lookups is found  # the adapter hands start the rows read
@@ -278,9 +284,10 @@ def test_quick_judges_the_time_of_a_cached_token_on_every_request() -> None:
     assert isinstance(seen(e, req), Pass)
     assert e.quick(req.path, req.headers) is not None  # cached and timely
     clock[0] = NOW + 61 + e.settings.leeway
-    assert e.quick(req.path, req.headers) is None  # expired since: start says how
+    expired = e.quick(req.path, req.headers)  # expired since: what start would say
     late = seen(e, req)
     assert isinstance(late, Respond) and late.answer.status == 401
+    assert isinstance(expired, TokenError) and e.refused(req, expired) == late
 
 
 # ---- end to end: the guard and logout, through both adapters on every store --------------------------
