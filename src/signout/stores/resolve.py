@@ -38,6 +38,9 @@ def resolve_store(
         return chosen
     from .mirror import MirrorStore
 
-    if not chosen.serves("sync"):
-        raise ConfigError("local_mirror", "needs redis_url= or a sync redis client: the mirror's thread is synchronous")
+    if not chosen.serves("sync") and chosen.cluster_seeds() is None:
+        raise ConfigError(
+            "local_mirror",
+            "needs redis_url=, a sync redis client or a Redis Cluster client: the mirror's thread is synchronous",
+        )
     return MirrorStore(chosen, prefix=prefix)

@@ -19,7 +19,7 @@ from ...drive import run
 from ...layout import Lookup
 from ..base import Value
 from ..redis.store import RedisStore
-from .follower import Follower, Setup, call
+from .follower import Follower, Setup, Source, call
 
 log = logging.getLogger("signout")
 
@@ -101,7 +101,7 @@ class AsyncioFollower(Follower):
         client = self._connect()
         pubsub = _CountingAsyncPubSub(client.connection_pool, ignore_subscribe_messages=True)
         try:
-            await run(self._following(client, pubsub, _turn), call)
+            await run(self._following(Source.single(client), pubsub, _turn), call)
         finally:
             self.ready.clear()
             await _close(pubsub, client)

@@ -56,6 +56,25 @@ _T = TypeVar("_T")
 Plan = Generator[Call, Any, _T]
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where a follower copies from: one Redis, or each primary of a cluster.
+
+    ``nodes`` are ``SCAN``ned in turn for the full copy; ``reader`` runs the
+    ``HGETALL`` pipelines (a cluster client routes each key to its node).
+    ``watch`` (a cluster's) is made after the copy and with every ping; it
+    raises when a node is gone or the topology moved, which costs a full copy.
+    """
+
+    reader: Any
+    nodes: tuple[Any, ...]
+    watch: Call | None = None
+
+    @classmethod
+    def single(cls, client: Any) -> Source:
+        return cls(client, (client,))
+
+
 def call(need: Call) -> Any:
     """The one piece of I/O a follower's plan asks for, for either driver (``drive.run_sync``
     makes it in this thread; ``drive.run`` awaits the coroutine an asyncio client returns)."""
@@ -193,23 +212,25 @@ class Follower:
     # The plans below are ``drive`` plans: each yields the calls it needs made on a redis-py
     # client or pub/sub (sync or asyncio alike: ``call`` makes one), and is sent the result.
 
-    def _following(self, client: Any, pubsub: Any, turn: Call) -> Plan[None]:
+    def _following(self, source: Source, pubsub: Any, turn: Call) -> Plan[None]:
         """Subscribe, copy, then take the messages and re-read what they ask, until stopped.
 
         ``turn``: what lets the requests have a turn after a full burst (the loop follower's)."""
         # Subscribe before copying, so no change between the two is missed.
         yield functools.partial(pubsub.subscribe, self.setup.channel)
         seen = pubsub.connects
-        yield from self._copying(client)
+        yield from self._copying(source)
         self._synced()
         watchdog = Watchdog(self.setup.ping_every, time.monotonic())
         rereads: dict[str, None] = {}
         while self._going_on():
             rereads = yield from self._bursting(pubsub, watchdog, turn, waiting=not rereads)
             check_renewal(pubsub, seen)
-            yield from self._refreshing(client, list(rereads))
+            yield from self._refreshing(source.reader, list(rereads))
             if watchdog.ping_due(time.monotonic()):
                 yield pubsub.ping
+                if source.watch is not None:
+                    yield source.watch
 
     def _going_on(self) -> bool:
         """Whether to take another burst (a follower asked to stop says no, or raises)."""
@@ -231,15 +252,19 @@ class Follower:
             message = yield functools.partial(pubsub.get_message, timeout=0)
         return rereads
 
-    def _copying(self, client: Any) -> Plan[None]:
-        """The full copy: ``SCAN`` every bucket, ``HGETALL`` a chunk at a time."""
+    def _copying(self, source: Source) -> Plan[None]:
+        """The full copy: ``SCAN`` every bucket of every node, ``HGETALL`` a chunk at a time."""
         self.local.clear()
-        cursor = 0
-        while True:
-            cursor, found = yield functools.partial(client.scan, cursor, match=self.setup.pattern, count=SCAN_COUNT)
-            yield from self._refreshing(client, [key_text(k) for k in found])
-            if not cursor:
-                return
+        for node in source.nodes:
+            cursor = 0
+            while True:
+                scan = functools.partial(node.scan, cursor, match=self.setup.pattern, count=SCAN_COUNT)
+                cursor, found = yield scan
+                yield from self._refreshing(source.reader, [key_text(k) for k in found])
+                if not cursor:
+                    break
+        if source.watch is not None:
+            yield source.watch  # a bucket that moved between two nodes' scans may have been missed
 
     def _refreshing(self, client: Any, keys: Sequence[str]) -> Plan[None]:
         """Replace these buckets with what Redis holds, a chunk at a time (one round trip each)."""

@@ -10,7 +10,7 @@ from typing import Any
 import redis.client
 
 from ...drive import run_sync
-from .follower import Follower, Setup, call, no_turn
+from .follower import Follower, Setup, Source, call, no_turn
 
 
 class PubSubFollower(Follower):
@@ -42,9 +42,9 @@ class PubSubFollower(Follower):
 
     def _follow(self) -> None:
         client = self._client_of()
-        pubsub = _CountingPubSub(client.connection_pool, ignore_subscribe_messages=True)
+        pubsub = CountingPubSub(client.connection_pool, ignore_subscribe_messages=True)
         try:
-            run_sync(self._following(client, pubsub, no_turn), call)
+            run_sync(self._following(Source.single(client), pubsub, no_turn), call)
         finally:
             self.ready.clear()
             pubsub.close()
@@ -53,7 +53,7 @@ class PubSubFollower(Follower):
         return not self._stop.is_set()
 
 
-class _CountingPubSub(redis.client.PubSub):
+class CountingPubSub(redis.client.PubSub):
     """Counts connects: any after the subscription's first is a silent renewal (see ``check_renewal``)."""
 
     connects = 0

@@ -41,7 +41,7 @@ from ...layout import Lookup, Write
 from ..base import Value
 from ..wire.blocking import Link, connect
 from ..wire.resp import INCOMPLETE, Address, ErrorReply, ProtocolError, Replies, encode
-from .follower import Follower, Setup, Watchdog, call, chunks, hgetall_each
+from .follower import Follower, Setup, Source, Watchdog, call, chunks, hgetall_each
 
 _RECV_SIZE = 65536
 _PING = encode("PING")
@@ -230,7 +230,7 @@ class SocketFollower(Follower):
         sub = _Subscription(connect(self._address, 2 * self.setup.ping_every), self.setup.channel)
         try:
             client = self._client_of()
-            run_sync(self._copying(client), call)
+            run_sync(self._copying(Source.single(client)), call)
             with self._lock:
                 self._sub, self._failure, self._rereads, self._unsure = sub, None, {}, set()
                 self._watchdog = Watchdog(self.setup.ping_every, time.monotonic())

@@ -48,6 +48,7 @@ from ..base import Mode, Store, Value
 from ..redis.script import changes_channel
 from ..redis.store import RedisStore
 from .asyncio_follower import AsyncioFollower, loop_clients
+from .cluster_follower import ClusterFollower
 from .follower import Follower, Setup
 from .pubsub_follower import PubSubFollower
 from .socket_follower import SocketFollower
@@ -59,7 +60,9 @@ class MirrorStore(Store):
     answers_locally = True  # from the copy while it is in sync
 
     def __init__(self, redis_store: RedisStore, *, prefix: str, ping_every: float = 1.0) -> None:
-        if not redis_store.serves("sync"):
+        # A cluster's follower runs on sync clients of its own, whatever client the store holds.
+        self._on_cluster = redis_store.cluster_seeds() is not None
+        if not redis_store.serves("sync") and not self._on_cluster:
             raise StoreError("local_mirror needs redis_url= (or a sync client): its thread reads Redis synchronously")
         self.redis = redis_store
         self._setup = Setup(changes_channel(prefix), f"{prefix}:{{*", ping_every, self._copied, redis_store.where)
@@ -96,6 +99,8 @@ class MirrorStore(Store):
         address = self.redis.address
         if address is not None:  # a socket of its own, which every check reads first
             self._ensure(lambda: SocketFollower(self._setup, address, self.redis.sync_client))
+        elif self._on_cluster:  # every primary, on clients of its own
+            self._ensure(lambda: ClusterFollower(self._setup, self.redis.cluster_seeds))
         else:  # TLS, or a client given: redis-py's pub/sub
             self._ensure(lambda: PubSubFollower(self._setup, self.redis.sync_client))
 

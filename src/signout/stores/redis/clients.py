@@ -86,6 +86,34 @@ def sync_retry() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
 
 
+#: What a node's connections need to be reached by another client: who we are, and TLS.
+_SEED_OPTIONS = ("username", "password", "credential_provider", "client_name", "protocol")
+_TLS_OPTIONS = (
+    "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data", "ssl_ca_path",
+    "ssl_check_hostname", "ssl_password", "ssl_min_version", "ssl_ciphers",
+)  # fmt: skip
+
+
+def cluster_seeds(client: object) -> list[redis.Redis] | None:
+    """Sync clients, one per node a cluster client knows (no I/O: it is not asked anything), with
+    its credentials and TLS; ``None`` for a client that is not a cluster's. The local mirror's
+    follower finds the cluster from them, on clients of its own."""
+    if isinstance(client, redis.RedisCluster):
+        known: Any = client  # redis-py leaves its sync cluster's get_nodes untyped
+        return [known.get_redis_connection(node) for node in known.get_nodes()]
+    if not isinstance(client, aredis.RedisCluster):
+        return None
+    nodes = client.get_nodes() or list(client.nodes_manager.startup_nodes.values())
+    seeds = []
+    for node in nodes:
+        given = node.connection_kwargs
+        options: dict[str, Any] = {k: given[k] for k in _SEED_OPTIONS if k in given}
+        if issubclass(node.connection_class, aredis.SSLConnection):
+            options.update({k: given[k] for k in _TLS_OPTIONS if k in given}, ssl=True)
+        seeds.append(redis.Redis(host=node.host, port=int(node.port), **options))
+    return seeds
+
+
 def clone(client: AsyncClient) -> AsyncClient:
     """The same server and settings, with a pool of this loop's own."""
     if type(client) is aredis.Redis and type(client.connection_pool) is aredis.ConnectionPool:

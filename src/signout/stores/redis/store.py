@@ -44,6 +44,7 @@ from .clients import (
     SyncClient,
     async_retry,
     clone,
+    cluster_seeds,
     may_have_landed,
     sync_retry,
     where_of_client,
@@ -231,6 +232,13 @@ class RedisStore(Store):
             )
             return aredis.Redis(connection_pool=pool)
         raise StoreError("this RedisStore holds a sync client; give an asyncio client for ASGI")
+
+    def cluster_seeds(self) -> list[redis.Redis] | None:
+        """Sync clients for the nodes this store's Redis Cluster client knows (``clients.cluster_seeds``);
+        ``None`` when the store is not on a cluster. A factory is called for a client to look at."""
+        if self._factory is not None:
+            return cluster_seeds(self._factory())
+        return cluster_seeds(self._sync if self._sync is not None else self._given)
 
     def sync_client(self) -> SyncClient:
         """The sync client (made from the URL on first use); for WSGI, the CLI and scripts."""
