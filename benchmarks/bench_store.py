@@ -1,6 +1,6 @@
-"""The revocation store: logouts per second, Redis bytes per revoked token, the local mirror's lag.
+"""The revocation store: logouts per second, Redis bytes per revoked token, the local mirror's lag and size.
 
-Three parts, each on its own private redis-server:
+Four parts, each on its own private redis-server:
 
 * ``logouts``  ``POST /auth/logout`` through ``SignOutMiddleware(..., redis_url=...)``, in process,
                a fresh HS256 token per logout (made before timing): sequential, and 32 at a time
@@ -32,7 +32,13 @@ Three parts, each on its own private redis-server:
                which a task on the loop waits for). Also counted per row: the buckets the
                followers read back with ``HGETALL`` (0: every change message carried its fields).
 
-    python benchmarks/bench_store.py [--quick] [--entries N] [--via bulk|script] [--parts logouts,memory,lag]
+* ``size``     10,000, 100,000 and 1,000,000 (``--sizes``) live revocations (``local``), and a
+               mirror of them in a process of its own: Redis bytes per revocation, the mirror's
+               bytes per revocation (its process's resident set), its first copy's time (thread),
+               the time from a dropped subscription to a fresh copy, and the same first copy by
+               the task on an event loop with the longest the loop went without a turn meanwhile.
+
+    python benchmarks/bench_store.py [--quick] [--entries N] [--via bulk|script] [--parts logouts,memory,lag,size]
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ import functools
 import logging
 import os
 import random
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -472,9 +480,113 @@ async def lag(port: int, args: argparse.Namespace) -> None:
 # ---- main -----------------------------------------------------------------------------------
 
 
+# ---- (d) the local mirror at size ---------------------------------------------------------------
+
+#: The mirror's figures are measured in a process of their own (``--mirror-child``): its memory is
+#: the growth of that process's resident set, with nothing else of the benchmark's in it.
+SIZES = (10_000, 100_000, 1_000_000)
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def loop_copy(url: str) -> tuple[float, float]:
+    """A mirror's first copy on this event loop (what an ASGI app gets): seconds, and the longest
+    the loop went without a turn meanwhile (ms), as a 1 ms ticker beside it saw."""
+    mirror = MirrorStore(RedisStore(url, timeout=30), prefix="signout", ping_every=1.0)
+    longest = 0.0
+    done = False
+
+    async def tick() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            longest = max(longest, now - last - 0.001)
+            last = now
+
+    ticker = asyncio.ensure_future(tick())
+    started = time.perf_counter()
+    if not await mirror.await_in_sync(600):
+        raise RuntimeError("the loop's mirror did not get in sync within 600 s")
+    seconds = time.perf_counter() - started
+    done = True
+    await ticker
+    await mirror.aclose()
+    return seconds, longest * 1000
+
+
+def mirror_child(url: str) -> None:
+    """Run in a process of its own: the thread follower's copy (time, memory), a resync after
+    the subscription is dropped, then the loop follower's copy. Prints one line of figures."""
+    before = rss()
+    started = time.perf_counter()
+    mirror = MirrorStore(RedisStore(url, timeout=30), prefix="signout", ping_every=1.0)
+    if not mirror.wait_in_sync(600):
+        raise RuntimeError("the mirror did not get in sync within 600 s")
+    copy = time.perf_counter() - started
+    grown = rss() - before
+    buckets = mirror.buckets_in_copy
+    resyncs = mirror.resyncs
+    with redis.Redis.from_url(url) as client:
+        dropped = time.perf_counter()
+        client.client_kill_filter(_type="pubsub")
+    deadline = time.monotonic() + 600
+    while mirror.resyncs == resyncs or not mirror.in_sync:  # out of sync, then a fresh copy
+        if time.monotonic() > deadline:
+            raise RuntimeError("the mirror did not resync within 600 s")
+        time.sleep(0.001)
+    resync = time.perf_counter() - dropped
+    mirror.close()
+    del mirror
+    loop_seconds, stall_ms = asyncio.run(loop_copy(url))
+    print(f"{copy} {grown} {buckets} {resync} {loop_seconds} {stall_ms}", flush=True)
+
+
+def size(port: int, args: argparse.Namespace) -> None:
+    """Redis and a mirror at 10k, 100k and 1M live revocations (``local``: a jti and a sid per logout)."""
+    dist = DISTRIBUTIONS[0]
+    now = time.time()
+    rows = []
+    for entries in args.sizes:
+        with redis.Redis(port=port) as client:
+            client.flushall()
+        before = used_memory(port)
+        fill(port, dist, entries, "bulk", now)
+        grown = used_memory(port) - before
+        out = subprocess.run(
+            [sys.executable, __file__, "--mirror-child", redis_url(port)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=True,
+        ).stdout.split()
+        copy, mirror_bytes, buckets, resync, loop_seconds, stall_ms = (float(x) for x in out)
+        rows.append((entries, grown, copy, mirror_bytes, int(buckets), resync, loop_seconds, stall_ms))
+    print(f"\n== The local mirror at size: {dist.name} ({dist.what}); one process per row for the mirror")
+    head = ("revocations", "Redis B/rev", "mirror B/rev", "buckets", "copy s", "resync s", "loop copy s", "loop stall")
+    print("  {:>11} {:>11} {:>12} {:>8} {:>7} {:>8} {:>11} {:>10}".format(*head))
+    for entries, grown, copy, mirror_bytes, buckets, resync, loop_seconds, stall_ms in rows:
+        print(
+            f"  {entries:>11,} {grown / entries:11.1f} {mirror_bytes / entries:12.1f} {buckets:>8,}"
+            f" {copy:7.2f} {resync:8.2f} {loop_seconds:11.2f} {stall_ms:7.1f} ms"
+        )
+    print("  copy: the thread follower's first copy (what a WSGI app gets); resync: from the subscription")
+    print("  dropped (CLIENT KILL) to a fresh copy; loop: the same copy by the task on an ASGI app's loop,")
+    print("  with the longest the loop went without a turn meanwhile. Mirror bytes: the growth of its")
+    print("  process's resident set. Every copy reads in pages (SCAN 1,000 keys, HGETALL 256 at a time).")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--parts", default="logouts,memory,lag", help="any of logouts,memory,lag (default: all)")
+    parser.add_argument(
+        "--parts", default="logouts,memory,lag,size", help="any of logouts,memory,lag,size (default: all)"
+    )
+    parser.add_argument("--sizes", help="size: live revocations per row (default 10000,100000,1000000)")
+    parser.add_argument("--mirror-child", help=argparse.SUPPRESS)
     parser.add_argument("--entries", type=int, help="revoked tokens per distribution (default 1,000,000)")
     parser.add_argument("--via", choices=("bulk", "script"), default="bulk")
     names = ",".join(d.name for d in DISTRIBUTIONS)
@@ -483,14 +595,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="logout rounds (default 5; --quick 3)")
     parser.add_argument("--quick", action="store_true", help="100,000 entries, 3 s of logouts")
     args = parser.parse_args()
+    if args.mirror_child:
+        mirror_child(args.mirror_child)
+        return
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else list(SIZES[:2] if args.quick else SIZES)
+    args.sizes = [min(max(n, 1000), 10_000_000) for n in sizes]
     args.entries = min(max(args.entries or (100_000 if args.quick else 1_000_000), 1000), 10_000_000)
     args.trials = min(max(args.trials, 10), 10_000)
     args.rounds = args.rounds or (3 if args.quick else 5)
     args.logout_seconds = 3.0 if args.quick else 10.0
     args.distributions = {d.strip() for d in args.distributions.split(",")}
     parts = {p.strip() for p in args.parts.split(",")}
-    if parts - {"logouts", "memory", "lag"}:
-        raise SystemExit(f"unknown part(s): {', '.join(sorted(parts - {'logouts', 'memory', 'lag'}))}")
+    known = {"logouts", "memory", "lag", "size"}
+    if parts - known:
+        raise SystemExit(f"unknown part(s): {', '.join(sorted(parts - known))}")
     logging.getLogger("signout").setLevel(logging.ERROR)
     print(versions())
     started = time.perf_counter()
@@ -510,6 +628,10 @@ def main() -> None:
                 asyncio.run(lag(port, args))
             finally:
                 stop_mirror_threads()
+    if "size" in parts:
+        with redis_server() as port:
+            assert port is not None
+            size(port, args)
     print(f"\n({time.perf_counter() - started:.0f} s in all; {steal.report()})")
 
 
