@@ -26,6 +26,7 @@ answer fails the run. Total time is bounded: at most 80 s of load (about 50 s in
 
     python benchmarks/bench_http.py [--quick] [--seconds S] [--rounds R] [--loadgen wrk|httpx]
     python benchmarks/bench_http.py --floor   # bare, hmget-only, hmget-pair, signout-redis; 8 rounds
+    python benchmarks/bench_http.py --workers # gunicorn, 1 and 2 workers, ASGI and WSGI (benchmarks/_workers.py)
 """
 
 from __future__ import annotations
@@ -387,6 +388,12 @@ def main() -> None:
         action="store_true",
         help="bare, hmget-only, hmget-pair, signout-redis, 8 rounds: signout's own cost against the round trip's",
     )
+    parser.add_argument(
+        "--workers",
+        action="store_true",
+        help="gunicorn with 1 and 2 workers (uvicorn workers; gthread for WSGI): req/s and revocation lag",
+    )
+    parser.add_argument("--trials", type=int, default=30, help="--workers: lag trials per server (default 30)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis-port", type=int, help=argparse.SUPPRESS)
@@ -410,6 +417,14 @@ def main() -> None:
         print("      the differences (install wrk for the real numbers)")
     started = time.perf_counter()
     steal = StealMeter()
+    if args.workers:
+        from _workers import run as run_workers
+
+        with redis_server() as redis_port:
+            assert redis_port is not None
+            run_workers(redis_port, args.seconds, min(args.rounds, 4), min(max(args.trials, 5), 500), load)
+        print(f"\n({time.perf_counter() - started:.0f} s in all; {steal.report()})")
+        return
     token = make_token(keys_for("HS256"))
     runs = Runs({n: [] for n in variants}, {n: [] for n in variants}, {n: [] for n in variants})
     with redis_server() as redis_port:

@@ -38,7 +38,8 @@ started=$SECONDS
 run 300 benchmarks/bench_guard.py --all "${QUICK[@]}"
 run 200 benchmarks/bench_wsgi.py --all "${QUICK[@]}"
 run 120 benchmarks/bench_http.py "${QUICK[@]}"
-run 420 benchmarks/bench_store.py "${QUICK[@]}"
+run 240 benchmarks/bench_http.py --workers "${QUICK[@]}"
+run 900 benchmarks/bench_store.py "${QUICK[@]}"
 run 60 benchmarks/bench_reader.py "${QUICK[@]}"
 echo
 echo "(run_all: $((SECONDS - started)) s)"
