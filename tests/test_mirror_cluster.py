@@ -43,7 +43,14 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     try:
         yield running
     finally:
+        for mirror in OPEN:  # their threads stop before the cluster does, a failed test's too
+            mirror.close()
+        OPEN.clear()
         running.stop()
+
+
+#: Every mirror a test made, closed when its cluster stops.
+OPEN: list[MirrorStore] = []
 
 
 def bucket(prefix: str, tag: int) -> str:
@@ -90,8 +97,11 @@ def answers(client: Any, token: str, status: int) -> bool:
     return bool(client.get("/me", headers=bearer(token)).status_code == status)
 
 
-def mirror_of(cluster: Cluster, prefix: str) -> MirrorStore:
+def mirror_of(cluster: Cluster, prefix: str, *, in_sync: bool = True) -> MirrorStore:
     mirror = MirrorStore(RedisStore(cluster.client(), timeout=2.0), prefix=prefix, ping_every=PING)
+    OPEN.append(mirror)
+    if not in_sync:
+        return mirror
     assert mirror.wait_in_sync(10)
     assert mirror.following == "cluster"
     return mirror
@@ -206,7 +216,6 @@ def test_a_primary_killed_and_its_replica_promoted_loses_no_revocation(cluster: 
     for key in [by_primary[victim][3]] + [keys[3] for primary, keys in by_primary.items() if primary != victim]:
         revoke(after, key, until)  # the victim's slots, now on the promoted replica, and the others
         wait(functools.partial(arrived, mirror, key), LAG, f"{key} did not reach the mirror")
-    mirror.close()
 
 
 def test_a_slot_migrated_loses_no_revocation(cluster: Cluster) -> None:
@@ -227,7 +236,6 @@ def test_a_slot_migrated_loses_no_revocation(cluster: Cluster) -> None:
     assert held(mirror, [keys[0]]) == [keys[0]]
     revoke(RedisStore(cluster.client(), timeout=2.0), keys[1], until)  # now served by the target
     wait(lambda: keys[1] in held(mirror, [keys[1]]), LAG, "a revocation in the moved slot did not reach the mirror")
-    mirror.close()
 
 
 def test_a_copy_made_while_a_slot_is_migrating_waits_for_it(cluster: Cluster) -> None:
@@ -246,13 +254,12 @@ def test_a_copy_made_while_a_slot_is_migrating_waits_for_it(cluster: Cluster) ->
     subprocess.run(
         ["redis-cli", "-p", str(source), "cluster", "setslot", str(slot), "migrating", ids[target]], check=True
     )
-    mirror = MirrorStore(RedisStore(cluster.client(), timeout=2.0), prefix="mw", ping_every=PING)
+    mirror = mirror_of(cluster, "mw", in_sync=False)
     assert not mirror.wait_in_sync(1.0)  # half-way: no copy is trusted
     assert mirror.fetch_local([Lookup(key, (FIELD,))], time.time()) is None  # so checks go to Redis
     cluster.finish_migration(slot, source, target)
     wait(lambda: mirror.in_sync, 20, "the mirror did not copy once the slot had moved")
     assert held(mirror, [key]) == [key]
-    mirror.close()
 
 
 @pytest.mark.parametrize("client", ["asyncio factory", "sync client"])
@@ -273,7 +280,9 @@ def test_two_instances_on_a_cluster_see_each_others_logouts_from_their_mirrors(
 
     first, second = app(), app()
     for instance in (first, second):
-        assert isinstance(instance.store, MirrorStore) and instance.store.wait_in_sync(10)
+        assert isinstance(instance.store, MirrorStore)
+        OPEN.append(instance.store)
+        assert instance.store.wait_in_sync(10)
         assert instance.store.following == "cluster"
     tokens = [make_token(sub=f"u-{i}", sid=f"s-{i}", jti=f"j-{i}") for i in range(6)]
     with contextlib.ExitStack() as stack:
@@ -298,5 +307,3 @@ def test_two_instances_on_a_cluster_see_each_others_logouts_from_their_mirrors(
             expected = 401 if i % 2 == 0 else 200
             wait(functools.partial(answers, clients[1], token, expected), LAG, f"token {i} at the second instance")
         assert reads == []  # every check at the second instance answered from its mirror
-    for instance in (first, second):
-        instance.store.close()
