@@ -195,12 +195,17 @@ def redis_server(*extra: str, required: bool = True) -> Iterator[int | None]:
                     time.sleep(0.02)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[Any], seconds: float = 5) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within ``seconds``."""
+    proc.terminate()
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def redis_url(port: int, db: int = 0) -> str:

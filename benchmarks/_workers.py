@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _common import free_port, keys_for, make_token, median, percentile, redis_url, rotations, signout_kwargs
+from _common import free_port, keys_for, make_token, median, percentile, redis_url, rotations, signout_kwargs, stop
 
 import signout
 
@@ -85,12 +85,7 @@ def gunicorn(stack: str, name: str, workers: int, redis_port: int) -> Iterator[i
             time.sleep(0.1)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, 10)
 
 
 def _get(conn: http.client.HTTPConnection, token: str) -> tuple[int, str]:

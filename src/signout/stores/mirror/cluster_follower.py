@@ -26,7 +26,6 @@ no I/O); so the thread serves ASGI apps on an asyncio cluster client too.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +37,8 @@ from redis.retry import Retry
 
 from ...drive import run_sync
 from ...errors import StoreError
-from .follower import Follower, Setup, Source, call, no_turn
-from .pubsub_follower import CountingPubSub
+from .follower import Setup, Source, call, no_turn
+from .pubsub_follower import CountingPubSub, ThreadFollower
 
 _SLOTS = 16384
 
@@ -54,36 +53,15 @@ class _Primary:
     slots: tuple[str, ...]
 
 
-class ClusterFollower(Follower):
+class ClusterFollower(ThreadFollower):
     """A daemon thread following every primary of a cluster (``redis=`` a ``RedisCluster``, sync or asyncio)."""
 
     kind = "cluster"
 
     def __init__(self, setup: Setup, seeds_of: Callable[[], list[Any] | None]) -> None:
-        super().__init__(setup)
-        self._seeds_of = seeds_of
+        self._seeds_of = seeds_of  # before the thread starts: it calls it
         self._patience = 2 * setup.ping_every
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="signout-mirror", daemon=True)
-        self.thread.start()
-
-    def alive(self) -> bool:
-        return not self._stop.is_set() and self.thread.is_alive()
-
-    def stop(self) -> None:
-        """The thread ends within ``ping_every / 2``."""
-        self._stop.set()
-        self.ready.clear()
-
-    def _going_on(self) -> bool:
-        return not self._stop.is_set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._follow()
-            except Exception as exc:  # survive everything: a dead thread is restarted at request rate
-                self._stop.wait(self._lost(exc))
+        super().__init__(setup)
 
     def _follow(self) -> None:
         seeds = self._seeds_of()

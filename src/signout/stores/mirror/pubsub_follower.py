@@ -1,5 +1,6 @@
 """The follower in a thread on redis-py's sync pub/sub: for stores with no address of their own
-(``rediss://``, a client given), in WSGI apps or from ``wait_in_sync()``."""
+(``rediss://``, a client given), in WSGI apps or from ``wait_in_sync()``. ``ThreadFollower``
+is the thread it runs in, and the cluster's follower too."""
 
 from __future__ import annotations
 
@@ -13,14 +14,12 @@ from ...drive import run_sync
 from .follower import Follower, Setup, Source, call, no_turn
 
 
-class PubSubFollower(Follower):
-    """A daemon thread with redis-py's sync pub/sub: for callers with no event loop."""
+class ThreadFollower(Follower):
+    """A follower in a daemon thread of its own on redis-py's sync clients: it follows
+    (``_follow``) until stopped, and after each loss waits ``_lost``'s backoff and starts over."""
 
-    kind = "pubsub"
-
-    def __init__(self, setup: Setup, client_of: Callable[[], Any]) -> None:
+    def __init__(self, setup: Setup) -> None:
         super().__init__(setup)
-        self._client_of = client_of
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="signout-mirror", daemon=True)
         self.thread.start()
@@ -33,12 +32,28 @@ class PubSubFollower(Follower):
         self._stop.set()
         self.ready.clear()
 
+    def _going_on(self) -> bool:
+        return not self._stop.is_set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self._follow()
             except Exception as exc:  # survive everything: a dead thread is restarted at request rate
                 self._stop.wait(self._lost(exc))
+
+    def _follow(self) -> None:
+        raise NotImplementedError
+
+
+class PubSubFollower(ThreadFollower):
+    """A daemon thread with redis-py's sync pub/sub: for callers with no event loop."""
+
+    kind = "pubsub"
+
+    def __init__(self, setup: Setup, client_of: Callable[[], Any]) -> None:
+        self._client_of = client_of  # before the thread starts: it calls it
+        super().__init__(setup)
 
     def _follow(self) -> None:
         client = self._client_of()
@@ -48,9 +63,6 @@ class PubSubFollower(Follower):
         finally:
             self.ready.clear()
             pubsub.close()
-
-    def _going_on(self) -> bool:
-        return not self._stop.is_set()
 
 
 class CountingPubSub(redis.client.PubSub):
