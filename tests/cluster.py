@@ -53,7 +53,9 @@ class Cluster:
             for p in self.ports:
                 args = ["--port", str(p), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--dir", str(folder),
                         "--cluster-config-file", f"nodes-{p}.conf", "--save", "", "--appendonly", "no",
-                        "--cluster-node-timeout", str(node_timeout)]  # fmt: skip
+                        "--cluster-node-timeout", str(node_timeout),
+                        # A replica's first copy at once, not after the 5 s Redis waits by default for more replicas.
+                        "--repl-diskless-sync-delay", "0"]  # fmt: skip
                 try:
                     self.processes[p] = spawn_redis(args)
                 except FileNotFoundError:
@@ -75,11 +77,15 @@ class Cluster:
         return [p for p, process in self.processes.items() if process.poll() is None]
 
     def wait_ok(self, seconds: float = 30) -> None:
-        """Until every live node says ``cluster_state:ok`` and sees every other live node as such."""
+        """Until every live node says ``cluster_state:ok``, and every live replica has its first
+        copy of its primary (a replica promoted before that would lose what the primary held)."""
         deadline = time.monotonic() + seconds
         for p in self.alive():  # every node, not just one: each comes to agree on its own
             while "cluster_state:ok" not in _cli(p, "cluster", "info"):
                 assert time.monotonic() < deadline, "the cluster did not converge"
+                time.sleep(0.1)
+            while "role:slave" in (info := _cli(p, "info", "replication")) and "master_link_status:up" not in info:
+                assert time.monotonic() < deadline, f"the replica on port {p} did not get its first copy"
                 time.sleep(0.1)
 
     def client(self) -> redis.RedisCluster:
@@ -157,6 +163,23 @@ class Cluster:
         ids = self.ids()
         for p in self.primaries():
             _cli(p, "cluster", "setslot", str(slot), "node", ids[to])
+        self.wait_ok()
+
+    def unassign(self, slot: int) -> int:
+        """Make every node forget ``slot`` (``CLUSTER DELSLOTS``): no primary serves it; its keys
+        stay where they are. The nodes go on serving the other slots (as a node's view can show
+        in the middle of a failover), so a client may read them. Its former owner's port."""
+        owner = self.owner(slot)
+        for port in self.alive():
+            _cli(port, "config", "set", "cluster-require-full-coverage", "no")
+            _cli(port, "cluster", "delslots", str(slot))
+        return owner
+
+    def assign(self, slot: int, to: int) -> None:
+        """Give ``slot`` to the primary on port ``to`` (``CLUSTER ADDSLOTS``), and wait for the cluster."""
+        _cli(to, "cluster", "addslots", str(slot))
+        for port in self.alive():
+            _cli(port, "config", "set", "cluster-require-full-coverage", "yes")
         self.wait_ok()
 
     def migrate(self, slot: int, to: int) -> None:

@@ -99,10 +99,7 @@ class _Ring:
         return tuple(self._client(p) for p in self.primaries)
 
     def client_for(self, key: str) -> Any:
-        owner = self._owner[key_slot(key.encode())]
-        if owner is None:
-            raise StoreError("the cluster serves no node for a bucket's slot")
-        return self._client(owner)
+        return self._client(self._owner[key_slot(key.encode())])
 
     def watch(self) -> None:
         """Raise if a primary is gone or moving a slot, or the primaries or their slots changed."""
@@ -223,11 +220,16 @@ def _layout(primaries: Sequence[_Primary]) -> list[tuple[str, tuple[str, ...]]]:
     return [(p.id, p.slots) for p in primaries]
 
 
-def _owners(primaries: Sequence[_Primary]) -> list[_Primary | None]:
+def _owners(primaries: Sequence[_Primary]) -> list[_Primary]:
+    """Each slot's primary; raises unless every slot has one. Mid-failover a node's view can
+    show the failed primary's slots served by nobody yet: a copy made then would miss them."""
     owner: list[_Primary | None] = [None] * _SLOTS
     for primary in primaries:
         for span in primary.slots:
             first, _, last = span.partition("-")
             for slot in range(int(first), int(last or first) + 1):
                 owner[slot] = primary
-    return owner
+    served = [p for p in owner if p is not None]
+    if len(served) != _SLOTS:
+        raise StoreError(f"{_SLOTS - len(served)} slots of the cluster have no primary; copying once they do")
+    return served
