@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark, one after the other, each under a hard time limit ("make bench").
 #
-#   bash benchmarks/run_all.sh            # full: about 9 minutes
-#   bash benchmarks/run_all.sh --quick    # about 2 minutes (100,000 entries for the memory part)
+#   bash benchmarks/run_all.sh            # full: about 15 minutes
+#   bash benchmarks/run_all.sh --quick    # about 4 minutes (100,000 entries for the memory part)
 #
 # Needs: redis-server on PATH; the Python packages in benchmarks/README.md; wrk is
 # used when installed (else bench_http.py falls back to a Python load generator).
