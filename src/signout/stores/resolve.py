@@ -38,7 +38,7 @@ def resolve_store(
         return chosen
     from .mirror import MirrorStore
 
-    if not chosen.serves("sync") and chosen.cluster_seeds() is None:
+    if not chosen.serves("sync") and not chosen.on_cluster:
         raise ConfigError(
             "local_mirror",
             "needs redis_url=, a sync redis client or a Redis Cluster client: the mirror's thread is synchronous",

@@ -61,7 +61,7 @@ class MirrorStore(Store):
 
     def __init__(self, redis_store: RedisStore, *, prefix: str, ping_every: float = 1.0) -> None:
         # A cluster's follower runs on sync clients of its own, whatever client the store holds.
-        self._on_cluster = redis_store.cluster_seeds() is not None
+        self._on_cluster = redis_store.on_cluster
         if not redis_store.serves("sync") and not self._on_cluster:
             raise StoreError("local_mirror needs redis_url= (or a sync client): its thread reads Redis synchronously")
         self.redis = redis_store

@@ -20,6 +20,7 @@ per loop; a client you pass is used on the loop that first uses it, and a plain
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Generator, Sequence
@@ -232,6 +233,12 @@ class RedisStore(Store):
             )
             return aredis.Redis(connection_pool=pool)
         raise StoreError("this RedisStore holds a sync client; give an asyncio client for ASGI")
+
+    @functools.cached_property
+    def on_cluster(self) -> bool:
+        """Whether this store's client is a Redis Cluster's (a factory is called once to look)."""
+        client = self._factory() if self._factory is not None else self._sync if self._sync is not None else self._given
+        return isinstance(client, (redis.RedisCluster, aredis.RedisCluster))
 
     def cluster_seeds(self) -> list[redis.Redis] | None:
         """Sync clients for the nodes this store's Redis Cluster client knows (``clients.cluster_seeds``);
